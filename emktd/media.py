@@ -1,0 +1,416 @@
+"""Decode a clip into a few RGB frames and mono 16 kHz audio with PyAV.
+
+Only what the model needs is kept in memory: frames are chosen by timestamp
+before they are converted, are downscaled by the converter itself, and long
+gaps between the sampled timestamps are crossed with a seek instead of a
+decode.  A ten-minute 1080p file therefore costs a handful of frames, not ten
+minutes of them.
+
+``load_clip`` is the single entry point; everything a caller can get wrong
+(a missing, empty, truncated or non-media file, a still image, an audio-only
+file) raises :class:`MediaError` naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+__all__ = ["Clip", "MediaError", "load_clip", "probe"]
+
+# Demuxers that read single pictures rather than video streams.
+_IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "gif", "tiff_pipe")
+
+# Seeking only pays off when the next wanted frame is further away than a
+# typical keyframe interval; below that, decoding forward is cheaper.
+_SEEK_GAP_S = 2.0
+
+
+class MediaError(ValueError):
+    """A file could not be read as a clip. The message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass
+class Clip:
+    """What :func:`load_clip` returns.
+
+    frames: ``[T, H, W, 3]`` uint8 RGB, sampled uniformly over the clip.
+    frame_times_s: ``[T]`` presentation time of each returned frame, seconds from the clip start.
+    audio: ``[S]`` float32 mono in [-1, 1] at ``sample_rate_hz``; zeros when ``has_audio`` is False.
+    """
+
+    path: str
+    frames: np.ndarray
+    frame_times_s: np.ndarray
+    audio: np.ndarray
+    sample_rate_hz: int
+    duration_s: float
+    has_audio: bool
+    source_size: tuple[int, int]  # (width, height) of the decoded video stream
+    skipped_packets: int = 0  # corrupt packets that were dropped while decoding
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MediaInfo:
+    path: str
+    format_name: str
+    duration_s: float
+    width: int
+    height: int
+    video_codec: str
+    audio_codec: str | None
+    size_bytes: int
+
+
+def _open(path: Path):
+    if not path.exists():
+        raise MediaError(path, "file does not exist")
+    if not path.is_file():
+        raise MediaError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "file is empty")
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise MediaError(path, f"not a readable media file ({exc.strerror or exc})") from None
+
+
+def _video_stream(container, path: Path):
+    if container.format.name.split(",")[0] in _IMAGE_FORMATS:
+        raise MediaError(path, "is a still image; a video clip is expected")
+    if not container.streams.video:
+        if container.streams.audio:
+            raise MediaError(path, "an audio-only file; a video clip with a video stream is expected")
+        raise MediaError(path, "no audio or video streams (truncated, or not a media file)")
+    return container.streams.video[0]
+
+
+def _duration_s(container, stream) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    if stream.frames and stream.average_rate:
+        return stream.frames / float(stream.average_rate)
+    return 0.0
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Read a file's container header only: format, duration, frame size and codecs."""
+    path = Path(path)
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        audio = container.streams.audio[0] if container.streams.audio else None
+        return MediaInfo(
+            path=str(path),
+            format_name=container.format.name,
+            duration_s=_duration_s(container, stream),
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            video_codec=stream.codec_context.name,
+            audio_codec=audio.codec_context.name if audio is not None else None,
+            size_bytes=path.stat().st_size,
+        )
+
+
+def _stream_start_s(stream) -> float:
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
+
+
+def _scan_duration_s(container, stream) -> float:
+    """Duration from the last packet's timestamp, reading packets without decoding them."""
+    end = 0.0
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is not None and packet.duration is not None:
+                end = max(end, float((packet.pts + packet.duration) * packet.time_base))
+            elif packet.pts is not None:
+                end = max(end, float(packet.pts * packet.time_base))
+    except av.error.FFmpegError:
+        pass
+    return max(0.0, end - _stream_start_s(stream))
+
+
+def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    # Even sizes keep every pixel format's chroma planes whole.
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def _timed_frames(container, stream, counter):
+    """Yield ``(time_s, frame)`` for every decodable frame from the current position."""
+    step_s = 1.0 / float(stream.average_rate or 25)
+    time_s = None
+    for frame in _decoded(container, stream, counter):
+        time_s = frame.time if frame.time is not None else (0.0 if time_s is None else time_s + step_s)
+        yield time_s, frame
+
+
+def _decode_frames(container, stream, targets_s, size, path, counter):
+    """Pick, for each absolute target time (ascending), the frame on screen at that time.
+
+    That is the last frame starting at or before the target, or the first frame
+    when the target precedes every frame.  At most two decoded frames are held
+    at once; only the picked ones are converted (and downscaled) to RGB.
+    """
+    stream.thread_type = "AUTO"
+    time_base = float(stream.time_base)
+    # How far past the last decodable frame a target may lie before the file
+    # counts as truncated rather than ending on a long last frame.
+    tolerance_s = max(0.5, 3.0 / float(stream.average_rate or 25))
+    frames: list[np.ndarray] = []
+    times: list[float] = []
+    decoded = None  # generator over (time_s, frame)
+    exhausted = False
+    current = None  # last frame at or before the target
+    upcoming = None  # first frame after the target
+    converted = (None, None)  # (frame, ndarray) so a frame picked twice converts once
+    for target in targets_s:
+        latest = upcoming or current
+        far = not exhausted and upcoming is None and latest is not None and target - latest[0] > _SEEK_GAP_S
+        if decoded is None or far:
+            if target > _SEEK_GAP_S + (latest[0] if latest else 0.0):
+                try:
+                    container.seek(int(target / time_base), stream=stream, backward=True)
+                    current = upcoming = None
+                except av.error.FFmpegError:
+                    pass  # unseekable: keep decoding forward
+            if decoded is None or current is None:
+                decoded = _timed_frames(container, stream, counter)
+                exhausted = False
+        while upcoming is None or upcoming[0] <= target + 1e-6:
+            if upcoming is not None:
+                current = upcoming
+            upcoming = next(decoded, None)
+            if upcoming is None:
+                exhausted = True
+                break
+        pick = current or upcoming
+        if pick is None:
+            raise MediaError(path, "no decodable video frames (empty, truncated or corrupt file)")
+        if exhausted and target - pick[0] > tolerance_s:
+            raise MediaError(path, f"truncated or corrupt: video data ends at {pick[0]:.2f} s, "
+                                   f"before the {target:.2f} s the stream's duration promises")
+        if converted[0] is not pick[1]:
+            converted = (pick[1], pick[1].to_ndarray(width=size[0], height=size[1], format="rgb24"))
+        frames.append(converted[1])
+        times.append(pick[0])
+    return np.stack(frames), np.asarray(times, dtype=np.float64)
+
+
+def _decoded(container, stream, counter):
+    """Decode one stream from the current position, skipping packets the decoder rejects.
+
+    A demuxer error ends the stream early, like a truncated file does; the
+    callers judge whether what was decoded covers what they need.
+    """
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError:
+            counter["unreadable"] += 1
+            return
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            counter["skipped"] += 1
+            continue
+        yield from frames
+
+
+def _decode_audio(container, stream, start_s, duration_s, sample_rate_hz, counter) -> np.ndarray:
+    stream.thread_type = "AUTO"
+    # Keep every channel through the resampler and average afterwards: FFmpeg's
+    # own downmix weights surround channels, a plain mean is what CAV-MAE sees.
+    resampler = av.AudioResampler(format="fltp", rate=sample_rate_hz)
+    stream_start_s = _stream_start_s(stream)
+    if start_s > 0:
+        container.seek(int((stream_start_s + start_s) / float(stream.time_base)), stream=stream, backward=True)
+    chunks: list[np.ndarray] = []
+    decoded_samples = 0
+    first_time_s = None
+    end_s = None if duration_s is None else start_s + duration_s
+    for frame in _decoded(container, stream, counter):
+        if first_time_s is None and frame.pts is not None:
+            first_time_s = float(frame.pts * frame.time_base) - stream_start_s
+        for out in resampler.resample(frame):
+            chunks.append(out.to_ndarray().mean(axis=0, dtype=np.float32))
+            decoded_samples += chunks[-1].size
+        if end_s is not None and first_time_s is not None:
+            if first_time_s + decoded_samples / sample_rate_hz >= end_s:
+                break
+    for out in resampler.resample(None):
+        chunks.append(out.to_ndarray().mean(axis=0, dtype=np.float32))
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    offset = int(round((start_s - (first_time_s or 0.0)) * sample_rate_hz))
+    if offset > 0:
+        audio = audio[offset:]
+    elif offset < 0:  # the audio track starts after the requested start
+        audio = np.concatenate([np.zeros(-offset, np.float32), audio])
+    return audio
+
+
+def load_clip(
+    path: str | Path,
+    num_frames: int,
+    sample_rate_hz: int = 16000,
+    max_side: int | None = 512,
+    start_s: float = 0.0,
+    duration_s: float | None = None,
+) -> Clip:
+    """Decode ``num_frames`` frames and the mono audio of a clip.
+
+    Args:
+        path: any container FFmpeg reads (mp4, mov, mkv, webm, avi, ...).
+        num_frames: frames to sample, uniformly: frame k is the one shown at
+            ``(k + 0.5) * duration / num_frames`` seconds.
+        sample_rate_hz: output audio rate; channels are averaged to mono.
+        max_side: frames are downscaled while converting so that their longer
+            side is at most this many pixels (``None`` keeps the source size).
+        start_s, duration_s: the segment to read (the whole file by default).
+
+    A file without an audio track yields silence and ``has_audio=False``.
+    Corrupt packets are skipped and counted in ``skipped_packets``.
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+    path = Path(path)
+    counter = {"skipped": 0, "unreadable": 0}
+    notes: list[str] = []
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        total_s = _duration_s(container, stream)
+        if total_s <= 0:  # e.g. browser recordings, which carry no duration
+            total_s = _scan_duration_s(container, stream)
+            container.seek(0)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not width or not height:
+            raise MediaError(path, "video stream has no frame size (corrupt header?)")
+        if start_s < 0 or (total_s > 0 and start_s >= total_s):
+            raise MediaError(path, f"start {start_s:.2f} s lies outside the clip ({total_s:.2f} s long)")
+        span_s = (total_s - start_s) if duration_s is None else duration_s
+        if total_s > 0 and duration_s is not None and start_s + duration_s > total_s + 1e-3:
+            notes.append(f"clip ends at {total_s:.2f} s, before the requested {start_s + duration_s:.2f} s")
+            span_s = total_s - start_s
+        span_s = max(span_s, 0.0)
+        origin_s = _stream_start_s(stream) + start_s
+        targets = origin_s + (np.arange(num_frames) + 0.5) * span_s / num_frames
+        size = _target_size(width, height, max_side)
+        try:
+            frames, times = _decode_frames(container, stream, targets, size, path, counter)
+            times = times - origin_s
+        except av.error.FFmpegError as exc:
+            raise MediaError(path, f"video stream cannot be decoded ({exc})") from None
+
+    audio = np.zeros(0, np.float32)
+    with _open(path) as container:
+        if not container.streams.audio:
+            notes.append("no audio track; using silence")
+        else:
+            try:
+                audio = _decode_audio(container, container.streams.audio[0], start_s, span_s, sample_rate_hz, counter)
+            except av.error.FFmpegError as exc:
+                notes.append(f"audio track cannot be decoded ({exc}); using silence")
+            if audio.size == 0 and not notes:
+                notes.append("audio track holds no decodable audio; using silence")
+    has_audio = audio.size > 0
+    expected = int(round(span_s * sample_rate_hz))
+    if not has_audio:
+        audio = np.zeros(expected, np.float32)
+    elif expected > 0:
+        audio = audio[:expected] if audio.size >= expected else np.pad(audio, (0, expected - audio.size))
+    if counter["skipped"]:
+        notes.append(f"{counter['skipped']} corrupt packet(s) skipped")
+    return Clip(
+        path=str(path),
+        frames=frames,
+        frame_times_s=times,
+        audio=np.ascontiguousarray(audio, dtype=np.float32),
+        sample_rate_hz=sample_rate_hz,
+        duration_s=span_s,
+        has_audio=has_audio,
+        source_size=(width, height),
+        skipped_packets=counter["skipped"],
+        notes=notes,
+    )
+
+
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: float,
+    audio: np.ndarray | None = None,
+    sample_rate_hz: int = 16000,
+    video_codec: str = "libx264",
+    audio_codec: str = "aac",
+    pixel_format: str = "yuv420p",
+    options: dict[str, str] | None = None,
+) -> Path:
+    """Write ``[T, H, W, 3]`` uint8 RGB frames (and optional ``[S]`` or ``[C, S]`` float audio).
+
+    The defaults (H.264 in yuv420p + AAC, moov atom first) play in every browser.
+    """
+    path = Path(path)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be [T, H, W, 3] uint8, got {frames.shape} {frames.dtype}")
+    height, width = frames.shape[1:3]
+    if video_codec in ("libx264", "h264", "mpeg4", "libvpx-vp9") and (height % 2 or width % 2):
+        raise ValueError(f"{video_codec} with {pixel_format} needs even frame sizes, got {width}x{height}")
+    container_options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov") else {}
+    with av.open(str(path), mode="w", options=container_options) as container:
+        from fractions import Fraction
+
+        rate = Fraction(fps).limit_denominator(1001)
+        vstream = container.add_stream(video_codec, rate=rate, options=options or {})
+        vstream.width, vstream.height, vstream.pix_fmt = width, height, pixel_format
+        astream = None
+        if audio is not None:
+            audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+            astream = container.add_stream(audio_codec, rate=sample_rate_hz)
+            astream.layout = "mono" if audio.shape[0] == 1 else "stereo" if audio.shape[0] == 2 else "5.1"
+        vstream.codec_context.time_base = 1 / rate
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = index, 1 / rate
+            container.mux(vstream.encode(frame))
+        container.mux(vstream.encode(None))
+        if astream is not None:
+            _encode_audio(container, astream, audio, sample_rate_hz)
+    return path
+
+
+def _encode_audio(container, stream, audio: np.ndarray, sample_rate_hz: int) -> None:
+    codec = stream.codec_context
+    fmt = codec.format.name if codec.format is not None else "fltp"
+    resampler = av.AudioResampler(format=fmt, layout=stream.layout.name, rate=sample_rate_hz)
+    chunk = 1024
+    pts = 0
+    for begin in range(0, audio.shape[1], chunk):
+        block = np.ascontiguousarray(audio[:, begin:begin + chunk])
+        frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=stream.layout.name)
+        frame.sample_rate = sample_rate_hz
+        frame.pts = pts
+        pts += block.shape[1]
+        for out in resampler.resample(frame):
+            container.mux(stream.encode(out))
+    for out in resampler.resample(None):
+        container.mux(stream.encode(out))
+    container.mux(stream.encode(None))

@@ -1,0 +1,410 @@
+"""The audio-visual transformer, in CAV-MAE's layout.
+
+Audio fbank ``[B, T, F]`` and an RGB frame ``[B, 3, H, W]`` are cut into 16x16
+patches, given fixed 2-D sin-cos positions and a learned modality embedding,
+and run through modality-specific blocks; the concatenated tokens (audio
+first) then pass the shared fusion block(s) and the final norm.  Class logits
+come from the mean of the fused tokens; segmentation mask logits come from the
+visual positions of the fused tokens (they have attended to the audio)
+through a light upsampling decoder.
+
+Parameter names follow the official CAV-MAE fine-tuning checkpoints, so
+:func:`load_cavmae_checkpoint` only strips DDP's ``module.`` prefix.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "AVConfig",
+    "AVOutput",
+    "AVTransformer",
+    "PRESETS",
+    "create_model",
+    "load_cavmae_checkpoint",
+    "sincos_pos_embed_2d",
+]
+
+
+@dataclass(frozen=True)
+class AVConfig:
+    """Everything that defines the network; a model is this config plus a state dict."""
+
+    embed_dim: int = 768
+    num_heads: int = 12
+    depth_audio: int = 11
+    depth_visual: int = 11
+    depth_fused: int = 1
+    mlp_ratio: float = 4.0
+    num_classes: int = 309
+    audio_frames: int = 1024
+    num_mel_bins: int = 128
+    image_size: int = 224
+    patch_size: int = 16
+    norm_eps: float = 1e-5
+    seg_decoder_dim: int = 0  # 0 builds no segmentation decoder (the CAV-MAE layout)
+    labels: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        p = self.patch_size
+        problems = []
+        if self.embed_dim % self.num_heads:
+            problems.append(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        for name in ("audio_frames", "num_mel_bins", "image_size"):
+            if getattr(self, name) % p:
+                problems.append(f"{name} {getattr(self, name)} is not a multiple of patch_size {p}")
+        if self.labels is not None and len(self.labels) != self.num_classes:
+            problems.append(f"{len(self.labels)} labels for {self.num_classes} classes")
+        if problems:
+            raise ValueError("invalid AVConfig: " + "; ".join(problems))
+
+    @property
+    def audio_grid(self) -> tuple[int, int]:
+        """(mel, time) patch grid of the audio tokens."""
+        return self.num_mel_bins // self.patch_size, self.audio_frames // self.patch_size
+
+    @property
+    def visual_grid(self) -> tuple[int, int]:
+        return self.image_size // self.patch_size, self.image_size // self.patch_size
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["labels"] = list(self.labels) if self.labels is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AVConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known - {"model_type", "emktd_version"})
+        if unknown:
+            raise ValueError(f"unknown AVConfig field(s): {', '.join(unknown)}")
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("labels") is not None:
+            values["labels"] = tuple(values["labels"])
+        return cls(**values)
+
+
+PRESETS: dict[str, AVConfig] = {
+    # CAV-MAE ViT-B (the paper's teacher), 164,739,381 parameters without the mask decoder.
+    "cavmae-base": AVConfig(),
+    # The paper's student: the same layout at ViT-Tiny width.
+    "cavmae-tiny": AVConfig(embed_dim=192, num_heads=3),
+    # The embedded benchmark's pair: 4 s clips, 256 fbank frames, 128 px frames.
+    "bench-teacher": AVConfig(embed_dim=256, num_heads=4, depth_audio=4, depth_visual=4, depth_fused=1,
+                              num_classes=64, audio_frames=256, image_size=128, seg_decoder_dim=64),
+    "bench-student": AVConfig(embed_dim=64, num_heads=2, depth_audio=2, depth_visual=2, depth_fused=1,
+                              num_classes=64, audio_frames=256, image_size=128, seg_decoder_dim=16),
+}
+
+
+def create_model(name: str, **overrides) -> "AVTransformer":
+    """Build a preset (``cavmae-base``, ``cavmae-tiny``, ``bench-teacher``, ``bench-student``),
+    with any :class:`AVConfig` field overridden, e.g. ``create_model("cavmae-tiny", image_size=112)``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return AVTransformer(replace(PRESETS[name], **overrides))
+
+
+def sincos_pos_embed_2d(embed_dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
+    """MAE's fixed 2-D sin-cos table ``[grid_h * grid_w, embed_dim]`` (row-major over (h, w)).
+
+    Half of the channels encode one grid axis and half the other, each as
+    ``[sin(pos * omega), cos(pos * omega)]``; MAE builds the grid with
+    ``meshgrid(w, h)``, so the first half encodes the column index.
+    """
+    assert embed_dim % 4 == 0, "sin-cos positions need embed_dim divisible by 4"
+    ww, hh = np.meshgrid(np.arange(grid_w, dtype=np.float64), np.arange(grid_h, dtype=np.float64))
+
+    def axis(positions):
+        omega = 1.0 / 10000 ** (np.arange(embed_dim // 4, dtype=np.float64) / (embed_dim / 4.0))
+        out = np.einsum("m,d->md", positions.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    return torch.from_numpy(np.concatenate([axis(ww), axis(hh)], axis=1)).float()
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with CAV-MAE's three norm sets.
+
+    ``modality=None`` uses the shared norms (joint audio-visual input);
+    ``"a"``/``"v"`` use the modality's own norms (single-modality input to the
+    fusion block, CAV-MAE's missing-modality modes).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float):
+        super().__init__()
+        self.norm1, self.norm1_a, self.norm1_v = (nn.LayerNorm(dim, eps=eps) for _ in range(3))
+        self.attn = Attention(dim, num_heads)
+        self.norm2, self.norm2_a, self.norm2_v = (nn.LayerNorm(dim, eps=eps) for _ in range(3))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        suffix = "" if modality is None else f"_{modality}"
+        x = x + self.attn(getattr(self, "norm1" + suffix)(x))
+        return x + self.mlp(getattr(self, "norm2" + suffix)(x))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, in_chans: int, dim: int, patch_size: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class MaskDecoder(nn.Module):
+    """Token grid ``[B, C, h, w]`` -> mask logits ``[B, 1, h * patch, w * patch]``.
+
+    A 1x1 projection, then one (x2 bilinear upsample, 3x3 conv, GELU) stage per
+    factor of two in the patch size, channels halving down to 8, then a 1x1 conv.
+    """
+
+    def __init__(self, embed_dim: int, dim: int, patch_size: int):
+        super().__init__()
+        assert patch_size & (patch_size - 1) == 0, "the mask decoder upsamples by powers of two"
+        self.proj = nn.Conv2d(embed_dim, dim, kernel_size=1)
+        stages, channels = [], dim
+        for _ in range(int(math.log2(patch_size))):
+            out = max(8, channels // 2)
+            stages.append(nn.Sequential(nn.Conv2d(channels, out, kernel_size=3, padding=1), nn.GELU()))
+            channels = out
+        self.stages = nn.ModuleList(stages)
+        self.head = nn.Conv2d(channels, 1, kernel_size=1)
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        x = self.proj(grid)
+        for stage in self.stages:
+            x = stage(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+        return self.head(x)
+
+
+class AVOutput(NamedTuple):
+    """One forward pass. Token shapes: audio ``[B, Na, C]``, visual ``[B, Nv, C]``,
+    fused ``[B, Na + Nv, C]`` (or the present modality's count in single-modality mode).
+
+    audio_tokens / visual_tokens: after the modality's last block (no norm).
+    fused_tokens: after the fusion block(s) and the final norm.
+    mask_logits: ``[B, 1, image_size, image_size]``, or None without a frame or a decoder.
+    """
+
+    logits: torch.Tensor
+    audio_tokens: torch.Tensor | None
+    visual_tokens: torch.Tensor | None
+    fused_tokens: torch.Tensor
+    mask_logits: torch.Tensor | None
+
+
+class AVTransformer(nn.Module):
+    def __init__(self, config: AVConfig = AVConfig()):
+        super().__init__()
+        self.config = c = config
+        dim = c.embed_dim
+        self.patch_embed_a = PatchEmbed(1, dim, c.patch_size)
+        self.patch_embed_v = PatchEmbed(3, dim, c.patch_size)
+        self.modality_a = nn.Parameter(torch.zeros(1, 1, dim))
+        self.modality_v = nn.Parameter(torch.zeros(1, 1, dim))
+        # Fixed tables kept as frozen parameters, as CAV-MAE does, so checkpoints carry them.
+        self.pos_embed_a = nn.Parameter(sincos_pos_embed_2d(dim, *c.audio_grid)[None], requires_grad=False)
+        self.pos_embed_v = nn.Parameter(sincos_pos_embed_2d(dim, *c.visual_grid)[None], requires_grad=False)
+
+        def blocks(depth):
+            return nn.ModuleList(Block(dim, c.num_heads, c.mlp_ratio, c.norm_eps) for _ in range(depth))
+
+        self.blocks_a, self.blocks_v, self.blocks_u = blocks(c.depth_audio), blocks(c.depth_visual), blocks(c.depth_fused)
+        self.norm_a, self.norm_v, self.norm = (nn.LayerNorm(dim, eps=c.norm_eps) for _ in range(3))
+        self.mlp_head = nn.Sequential(nn.LayerNorm(dim, eps=c.norm_eps), nn.Linear(dim, c.num_classes))
+        self.mask_decoder = MaskDecoder(dim, c.seg_decoder_dim, c.patch_size) if c.seg_decoder_dim else None
+        self._init_weights()
+
+    def _init_weights(self):
+        nn.init.normal_(self.modality_a, std=0.02)
+        nn.init.normal_(self.modality_v, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for embed in (self.patch_embed_a, self.patch_embed_v):
+            nn.init.xavier_uniform_(embed.proj.weight.view(embed.proj.weight.shape[0], -1))
+
+    @property
+    def audio_grid(self) -> tuple[int, int]:
+        return self.config.audio_grid
+
+    @property
+    def visual_grid(self) -> tuple[int, int]:
+        return self.config.visual_grid
+
+    def num_parameters(self, include_decoder: bool = True) -> int:
+        skip = set() if include_decoder or self.mask_decoder is None else {id(p) for p in self.mask_decoder.parameters()}
+        return sum(p.numel() for p in self.parameters() if id(p) not in skip)
+
+    def embed_audio(self, fbank: torch.Tensor) -> torch.Tensor:
+        """fbank ``[B, T, F]`` -> tokens ``[B, (F/p) * (T/p), C]`` in (mel, time) row-major order."""
+        expected = (self.config.audio_frames, self.config.num_mel_bins)
+        if fbank.ndim != 3 or tuple(fbank.shape[1:]) != expected:
+            raise ValueError(f"audio must be fbank [B, {expected[0]}, {expected[1]}], got {tuple(fbank.shape)}")
+        x = self.patch_embed_a(fbank.unsqueeze(1).transpose(2, 3))
+        return x + self.pos_embed_a + self.modality_a
+
+    def embed_visual(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames ``[B, 3, S, S]`` -> tokens ``[B, (S/p)^2, C]``."""
+        size = self.config.image_size
+        if frames.ndim != 4 or tuple(frames.shape[1:]) != (3, size, size):
+            raise ValueError(f"frames must be [B, 3, {size}, {size}], got {tuple(frames.shape)}")
+        return self.patch_embed_v(frames) + self.pos_embed_v + self.modality_v
+
+    def forward(self, audio: torch.Tensor | None = None, frames: torch.Tensor | None = None) -> AVOutput:
+        """audio: fbank ``[B, T, F]``; frames: ``[B, 3, S, S]``. Either may be None (single-modality mode)."""
+        if audio is None and frames is None:
+            raise ValueError("at least one of audio and frames is needed")
+        a = v = None
+        if audio is not None:
+            a = self.embed_audio(audio)
+            for blk in self.blocks_a:
+                a = blk(a)
+        if frames is not None:
+            v = self.embed_visual(frames)
+            for blk in self.blocks_v:
+                v = blk(v)
+        if a is not None and v is not None:
+            x = torch.cat([a, v], dim=1)
+            for blk in self.blocks_u:
+                x = blk(x)
+            x = self.norm(x)
+        else:
+            x, modality, norm = (a, "a", self.norm_a) if a is not None else (v, "v", self.norm_v)
+            for blk in self.blocks_u:
+                x = blk(x, modality)
+            x = norm(x)
+        logits = self.mlp_head(x.mean(dim=1))
+        masks = None
+        if self.mask_decoder is not None and v is not None:
+            gh, gw = self.visual_grid
+            visual = x[:, x.shape[1] - gh * gw:]
+            masks = self.mask_decoder(visual.transpose(1, 2).reshape(x.shape[0], -1, gh, gw))
+        return AVOutput(logits, a, v, x, masks)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> "AVTransformer":
+        """Load a model folder (config.json + model.safetensors) or a Hub repo id; keys are checked strictly."""
+        from .hub import load_pretrained
+
+        return load_pretrained(name_or_path, **kwargs)
+
+    def save_pretrained(self, folder: str | Path, **kwargs) -> Path:
+        from .hub import save_pretrained
+
+        return save_pretrained(self, folder, **kwargs)
+
+
+_BLOCK_KEY = re.compile(r"^blocks_([avu])\.(\d+)\.")
+
+
+def cavmae_config_from_state_dict(state: dict[str, torch.Tensor], num_mel_bins: int = 128, **overrides) -> AVConfig:
+    """Infer the architecture of a CAV-MAE fine-tuned state dict from its tensor shapes."""
+    try:
+        dim = state["pos_embed_a"].shape[-1]
+        patch = state["patch_embed_a.proj.weight"].shape[-1]
+        num_classes = state["mlp_head.1.weight"].shape[0]
+        audio_tokens = state["pos_embed_a"].shape[1]
+        visual_tokens = state["pos_embed_v"].shape[1]
+    except KeyError as exc:
+        raise ValueError(f"not a CAV-MAE fine-tuned state dict: missing {exc.args[0]!r}") from None
+    depths = {"a": 0, "v": 0, "u": 0}
+    for key in state:
+        match = _BLOCK_KEY.match(key)
+        if match:
+            depths[match.group(1)] = max(depths[match.group(1)], int(match.group(2)) + 1)
+    mel_patches = num_mel_bins // patch
+    side = int(round(math.sqrt(visual_tokens)))
+    values = dict(
+        embed_dim=dim,
+        num_heads=max(1, dim // 64),  # ViT convention; heads leave no trace in the shapes
+        depth_audio=depths["a"], depth_visual=depths["v"], depth_fused=depths["u"],
+        num_classes=num_classes,
+        audio_frames=audio_tokens // mel_patches * patch,
+        num_mel_bins=num_mel_bins,
+        image_size=side * patch,
+        patch_size=patch,
+        mlp_ratio=state["blocks_a.0.mlp.fc1.weight"].shape[0] / dim if depths["a"] else 4.0,
+    )
+    values.update(overrides)
+    return AVConfig(**values)
+
+
+def load_cavmae_checkpoint(path: str | Path, num_mel_bins: int = 128, **overrides) -> AVTransformer:
+    """Build the teacher from an official CAV-MAE fine-tuned checkpoint (``.pth`` or ``.safetensors``).
+
+    Legacy ``.pth`` files are read with ``torch.load(weights_only=True)``.  Every
+    checkpoint tensor must land in the model and every model tensor must come
+    from the checkpoint; the one exception is a mask decoder requested through
+    ``seg_decoder_dim``, which CAV-MAE does not have and which starts untrained.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
+            raise ValueError(f"{path}: cannot be read as a weights-only PyTorch checkpoint ({exc})") from None
+    for wrapper in ("model", "state_dict"):
+        if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        config = cavmae_config_from_state_dict(state, num_mel_bins, **overrides)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    model = AVTransformer(config)
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("mask_decoder.")]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{path}: does not match the CAV-MAE layout it implies; "
+                         f"missing {missing[:8]} unexpected {result.unexpected_keys[:8]}")
+    return model
