@@ -1,4 +1,4 @@
-"""Benchmarks that print tables.  ``python -m emktd.bench loss --help``.
+"""Benchmarks that print tables.  ``python -m emktd.bench {loss,decode} --help``.
 
 ``loss``: time and peak memory of the EM-KTD loss (forward + backward) beside
 the student's own forward + backward, at the paper's token shapes (audio 512,
@@ -6,6 +6,9 @@ visual 196, fused 708 tokens; teacher width 768, student cavmae-tiny at 192).
 Each case runs in a fresh process so that its peak memory is its own: on CUDA
 the allocator's peak, on CPU the growth of the process's peak resident set
 over what the inputs already occupied.
+
+``decode``: ``load_clip`` time and peak memory growth on a long, high-resolution
+clip that the command writes first (10 minutes of 1080p H.264 + AAC stereo by default).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -32,10 +34,38 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _peak_mb(device: torch.device, baseline_kb: int) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kb) / 1024
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+class PeakMemory:
+    """Peak memory growth of this process over a stretch of code, in MB.
+
+    CUDA: the caching allocator's peak.  CPU: Linux's resident-set high-water
+    mark (VmHWM), reset through /proc/self/clear_refs at the start, so neither
+    earlier work nor a parent process (whose peak survives exec in ru_maxrss)
+    leaks in.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+        else:
+            with open("/proc/self/clear_refs", "w") as refs:
+                refs.write("5")
+            self.start = _status_kb("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self.start) / 2**20
+        else:
+            self.mb = max(0, _status_kb("VmHWM") - self.start) / 1024
 
 
 def _sync(device: torch.device) -> None:
@@ -75,19 +105,17 @@ def _run_case(case: str, batch: int, device: torch.device, dtype: torch.dtype, r
             loss.backward()
 
     _sync(device)
-    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    step()  # warm-up
-    _sync(device)
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
+    with PeakMemory(device) as peak:
+        step()  # warm-up
         _sync(device)
-        times.append(time.perf_counter() - start)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            times.append(time.perf_counter() - start)
     times.sort()
-    return {"case": case, "ms": 1000 * times[len(times) // 2], "peak_mb": _peak_mb(device, baseline_kb)}
+    return {"case": case, "ms": 1000 * times[len(times) // 2], "peak_mb": peak.mb}
 
 
 def _hardware(device: torch.device) -> str:
@@ -116,11 +144,67 @@ def bench_loss(args) -> None:
     print(f"tokens audio 512 / visual 196 / fused 708; teacher width {TEACHER_WIDTH}, student cavmae-tiny width 192")
     print()
     print(f"| {'what (forward + backward)':<34} | {'median ms':>10} | {'peak MB':>8} | {'share of student step':>21} |")
-    print(f"|{'-' * 36}|{'-' * 12}:|{'-' * 9}:|{'-' * 22}:|")
+    print(f"|{'-' * 36}|{'-' * 11}:|{'-' * 9}:|{'-' * 22}:|")
     for row in rows:
         label = "student (cavmae-tiny) step" if row["case"] == "student" else f"EM-KTD loss, {row['case']} kernel"
         share = "" if row["case"] == "student" else f"{100 * row['ms'] / student_ms:.1f} %"
         print(f"| {label:<34} | {row['ms']:>10.1f} | {row['peak_mb']:>8.1f} | {share:>21} |")
+
+
+def _write_long_clip(path, minutes: float, height: int, fps: int) -> None:
+    import av
+    import numpy as np
+
+    width = height * 16 // 9 // 2 * 2
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "g": str(2 * fps)})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        audio = container.add_stream("aac", rate=48000)
+        audio.layout = "stereo"
+        for i in range(int(minutes * 60 * fps)):
+            frame = av.VideoFrame.from_ndarray(np.roll(base, 8 * i, axis=1), format="rgb24")
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        samples = 0
+        while samples < minutes * 60 * 48000:
+            block = (0.1 * rng.standard_normal((2, 1024))).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = 48000, samples
+            samples += 1024
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+
+
+def _run_decode(path: str, frames: int, max_side: int) -> dict:
+    from .media import load_clip
+
+    with PeakMemory(torch.device("cpu")) as peak:
+        start = time.perf_counter()
+        clip = load_clip(path, frames, max_side=max_side)
+        seconds = time.perf_counter() - start
+    return {"s": seconds, "mb": peak.mb, "shape": list(clip.frames.shape), "audio": int(clip.audio.size)}
+
+
+def bench_decode(args) -> None:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "long.mp4"
+        _write_long_clip(path, args.minutes, args.height, args.fps)
+        cmd = [sys.executable, "-m", "emktd.bench", "_decode", str(path), str(args.frames), str(args.max_side)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        size_mb = path.stat().st_size / 2**20
+    print(f"load_clip on {args.minutes:g} min of {args.height}p H.264 ({args.fps} fps) + AAC stereo 48 kHz, "
+          f"{size_mb:.0f} MB file; {_hardware(torch.device('cpu'))}")
+    print()
+    print("| frames | max_side | frames out | audio samples | seconds | peak memory growth MB |")
+    print("|---:|---:|---|---:|---:|---:|")
+    print(f"| {args.frames} | {args.max_side} | {result['shape']} | {result['audio']} | {result['s']:.1f} | "
+          f"{result['mb']:.0f} |")
 
 
 def main(argv=None) -> None:
@@ -133,15 +217,29 @@ def main(argv=None) -> None:
     loss.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="autocast dtype")
     loss.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=KERNELS)
     loss.add_argument("--repeats", type=int, default=5, help="timed repetitions after one warm-up")
+    decode = sub.add_parser("decode", help="load_clip on a long high-resolution clip")
+    decode.add_argument("--minutes", type=float, default=10.0)
+    decode.add_argument("--height", type=int, default=1080)
+    decode.add_argument("--fps", type=int, default=2, help="frame rate of the written clip (default 2)")
+    decode.add_argument("--frames", type=int, default=10, help="frames to sample")
+    decode.add_argument("--max-side", type=int, default=512)
     case = sub.add_parser("_case")  # internal: one measurement in a fresh process
     case.add_argument("case")
     case.add_argument("--batch", type=int, required=True)
     case.add_argument("--device", required=True)
     case.add_argument("--dtype", required=True)
     case.add_argument("--repeats", type=int, required=True)
+    decode_case = sub.add_parser("_decode")  # internal: one load_clip in a fresh process
+    decode_case.add_argument("path")
+    decode_case.add_argument("frames", type=int)
+    decode_case.add_argument("max_side", type=int)
     args = parser.parse_args(argv)
     if args.command == "loss":
         bench_loss(args)
+    elif args.command == "decode":
+        bench_decode(args)
+    elif args.command == "_decode":
+        print(json.dumps(_run_decode(args.path, args.frames, args.max_side)))
     else:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
         print(json.dumps(_run_case(args.case, args.batch, torch.device(args.device), dtype, args.repeats)))

@@ -57,6 +57,7 @@ class Clip:
     has_audio: bool
     source_size: tuple[int, int]  # (width, height) of the decoded video stream
     skipped_packets: int = 0  # corrupt packets that were dropped while decoding
+    decoded_frames: int = 0  # video frames decoded to find the sampled ones (seeking keeps this small)
     notes: list[str] = field(default_factory=list)
 
 
@@ -156,6 +157,7 @@ def _timed_frames(container, stream, counter):
     step_s = 1.0 / float(stream.average_rate or 25)
     time_s = None
     for frame in _decoded(container, stream, counter):
+        counter["decoded"] += 1
         time_s = frame.time if frame.time is not None else (0.0 if time_s is None else time_s + step_s)
         yield time_s, frame
 
@@ -181,7 +183,7 @@ def _decode_frames(container, stream, targets_s, size, path, counter):
     converted = (None, None)  # (frame, ndarray) so a frame picked twice converts once
     for target in targets_s:
         latest = upcoming or current
-        far = not exhausted and upcoming is None and latest is not None and target - latest[0] > _SEEK_GAP_S
+        far = not exhausted and latest is not None and target - latest[0] > _SEEK_GAP_S
         if decoded is None or far:
             if target > _SEEK_GAP_S + (latest[0] if latest else 0.0):
                 try:
@@ -292,7 +294,7 @@ def load_clip(
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
     path = Path(path)
-    counter = {"skipped": 0, "unreadable": 0}
+    counter = {"skipped": 0, "unreadable": 0, "decoded": 0}
     notes: list[str] = []
     with _open(path) as container:
         stream = _video_stream(container, path)
@@ -348,6 +350,7 @@ def load_clip(
         has_audio=has_audio,
         source_size=(width, height),
         skipped_packets=counter["skipped"],
+        decoded_frames=counter["decoded"],
         notes=notes,
     )
 

@@ -77,6 +77,11 @@ class AVConfig:
     def visual_grid(self) -> tuple[int, int]:
         return self.image_size // self.patch_size, self.image_size // self.patch_size
 
+    @property
+    def token_grids(self) -> dict[str, list[tuple[int, int]]]:
+        """Grid(s) behind each token set of a joint forward; fused tokens are the audio grid then the visual."""
+        return {"audio": [self.audio_grid], "visual": [self.visual_grid], "fused": [self.audio_grid, self.visual_grid]}
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["labels"] = list(self.labels) if self.labels is not None else None
@@ -228,6 +233,11 @@ class AVOutput(NamedTuple):
     visual_tokens: torch.Tensor | None
     fused_tokens: torch.Tensor
     mask_logits: torch.Tensor | None
+
+    def tokens(self) -> dict[str, torch.Tensor]:
+        """The distillation interface: ``{"audio", "visual", "fused"}`` -> tokens, present modalities only."""
+        named = {"audio": self.audio_tokens, "visual": self.visual_tokens, "fused": self.fused_tokens}
+        return {m: t for m, t in named.items() if t is not None}
 
 
 class AVTransformer(nn.Module):

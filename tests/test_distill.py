@@ -117,6 +117,23 @@ def test_em_ktd_sums_weighted_modalities():
     assert weighted.item() == pytest.approx(ktd_loss(t["audio"][:1], s["audio"][:1]).item() / 2)
 
 
+def test_ktd_between_models_of_different_resolution():
+    from emktd.models import create_model
+
+    teacher = create_model("bench-student", image_size=128).eval()
+    student = create_model("bench-student", image_size=64)
+    c = teacher.config
+    audio = torch.randn(2, c.audio_frames, c.num_mel_bins, generator=rng())
+    frames = torch.randn(2, 3, 128, 128, generator=rng(1))
+    with torch.no_grad():
+        t = teacher(audio, frames).tokens()
+    s = student(audio, F.avg_pool2d(frames, 2)).tokens()
+    loss, terms = em_ktd_loss(t, s, teacher_grids=c.token_grids, student_grids=student.config.token_grids)
+    loss.backward()
+    assert set(terms) == {"audio", "visual", "fused"} and loss.item() > 0
+    assert student.patch_embed_v.proj.weight.grad.abs().sum() > 0
+
+
 def test_entropy_monitor_learns_and_weighs():
     torch.manual_seed(0)
     labels = torch.randint(0, 4, (64,))

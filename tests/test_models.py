@@ -48,9 +48,12 @@ def test_forward_shapes_and_modes():
     assert out.fused_tokens.shape == (2, na + nv, c.embed_dim)
     assert out.mask_logits.shape == (2, 1, c.image_size, c.image_size)
     torch.testing.assert_close(out.logits, model.mlp_head(out.fused_tokens.mean(1)))
+    assert list(out.tokens()) == ["audio", "visual", "fused"]
+    assert {m: sum(h * w for h, w in g) for m, g in c.token_grids.items()} == {"audio": na, "visual": nv, "fused": na + nv}
     audio_only = model(audio=audio)
     assert audio_only.visual_tokens is None and audio_only.mask_logits is None
     assert audio_only.fused_tokens.shape == (2, na, c.embed_dim)
+    assert list(audio_only.tokens()) == ["audio", "fused"]
     visual_only = model(frames=frames)
     assert visual_only.audio_tokens is None and visual_only.mask_logits.shape == (2, 1, c.image_size, c.image_size)
 
