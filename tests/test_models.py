@@ -156,7 +156,7 @@ class NotATensor:
 def test_checkpoint_loading_is_weights_only_and_strict(tmp_path):
     pickled = tmp_path / "pickled.pth"
     with open(pickled, "wb") as f:
-        pickle.dump({"module.x": NotATensor()}, f)
+        pickle.dump({"module.x": NotATensor()}, f, protocol=2)
     with pytest.raises(ValueError, match="weights-only"):
         load_cavmae_checkpoint(pickled)
     student = create_model("bench-student")
