@@ -183,9 +183,9 @@ def _decode_frames(container, stream, targets_s, size, path, counter):
     converted = (None, None)  # (frame, ndarray) so a frame picked twice converts once
     for target in targets_s:
         latest = upcoming or current
-        far = not exhausted and latest is not None and target - latest[0] > _SEEK_GAP_S
-        if decoded is None or far:
-            if target > _SEEK_GAP_S + (latest[0] if latest else 0.0):
+        ahead_s = target - (latest[0] if latest else 0.0)
+        if decoded is None or (not exhausted and ahead_s > _SEEK_GAP_S):
+            if ahead_s > _SEEK_GAP_S:
                 try:
                     container.seek(int(target / time_base), stream=stream, backward=True)
                     current = upcoming = None
