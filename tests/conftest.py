@@ -1,10 +1,15 @@
 import os
+import sys
+from pathlib import Path
 
 # The same settings the Makefile exports, for a bare `pytest` too; set before
 # huggingface_hub or gradio are imported, since both read them at import.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+# training/ is a folder of scripts, not a package; its modules import each other by name.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

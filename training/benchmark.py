@@ -4,7 +4,7 @@
     python training/benchmark.py build --small      # seconds, for tests
     python training/benchmark.py pack --out PACK.npz  # the compact source pack alone
     python training/benchmark.py build --pack PACK.npz --formats s4,ms3   # no apt, no PyAV needed
-    python training/benchmark.py stats --sheet docs/benchmark_sheet.png
+    python training/benchmark.py stats --sheet docs/benchmark_sheet.jpg
 
 The build writes the same clips in three real layouts under --root:
   vggsound/        vggsound.csv + video/<ytid>_000000.mp4 (H.264 + AAC), every clip
@@ -307,7 +307,9 @@ def contact_sheet(root: Path, out: Path, count: int = 6, seed: int = 0) -> Path:
     sheet = np.concatenate(rows, axis=0)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    formats.write_png(out, sheet)
+    from PIL import Image
+
+    Image.fromarray(sheet).save(out, quality=85)  # format from the suffix: .png or .jpg
     return out
 
 

@@ -1,0 +1,274 @@
+"""The embedded benchmark: source pack, synthesis, the build, its determinism and its formats.
+
+Most tests run on a small Debian-like tree that the test writes itself; one test
+fetches the real packages (it needs apt-get, which CI has)."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+import benchmark
+import sources
+from conftest import tone
+from data_formats import AVSBenchMS3Dataset, AVSBenchS4Dataset, VGGSoundDataset, collate
+from emktd.features import FbankConfig
+from synth import SynthConfig, synthesize
+
+CLASSES = {"dog": ("animals/dogs/dog",), "cow": ("animals/cows/cow", "animals/cows/cow_white"),
+           "violin": ("hobbies/violin",), "kettle": ("household/kettle",)}
+DROPPED = {"town/signs/xing": "speech"}
+FREQS = {"animals/dogs/dog": 300, "animals/cows/cow": 500, "animals/cows/cow_white": 520, "hobbies/violin": 900,
+         "household/kettle": 1500, "town/signs/xing": 200}
+
+
+def write_sound(path: Path, freq: float, seconds: float = 0.8, silent: bool = False) -> None:
+    """Opus in Ogg for stamps (Tux Paint ships Ogg), FLAC for samples (as sonic-pi does)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    codec, rate = ("libopus", 48000) if path.suffix == ".ogg" else ("flac", 22050)
+    audio = np.zeros(int(seconds * rate), np.float32) if silent else tone(freq, seconds, rate)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        for start in range(0, audio.size, 960):
+            frame = av.AudioFrame.from_ndarray((audio[None, start:start + 960] * 32767).astype(np.int16),
+                                               format="s16", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def write_stamp(path: Path, colour, size=(60, 40)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = size
+    yy, xx = np.mgrid[:h, :w]
+    alpha = ((((yy - h / 2) / (h / 2)) ** 2 + ((xx - w / 2) / (w / 2)) ** 2) <= 1).astype(np.uint8) * 255
+    rgba = np.dstack([np.full((h, w, 3), colour, np.uint8), alpha])
+    Image.fromarray(rgba, "RGBA").save(path)
+
+
+@pytest.fixture
+def fake_root(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "CLASSES", CLASSES)
+    monkeypatch.setattr(sources, "DROPPED", DROPPED)
+    monkeypatch.setattr(sources, "DISTRACTOR_FOLDERS", ("food", "plants"))
+    root = tmp_path / "cache" / "root"
+    stamps = root / sources.STAMPS_DIR
+    for i, (stamp, freq) in enumerate(FREQS.items()):
+        write_stamp(stamps / f"{stamp}.png", (40 * i, 200 - 30 * i, 120))
+        write_sound(stamps / f"{stamp}.ogg", freq)
+    write_sound(stamps / "animals/dogs/dog_desc_fr.ogg", 150)  # spoken descriptions are never sounds
+    write_sound(stamps / "symbols/letters/a.ogg", 150)  # letters are speech
+    for i, name in enumerate(("food/apple", "food/pear", "plants/tree", "plants/rose")):
+        write_stamp(stamps / f"{name}.png", (250, 30 * i, 30), size=(30, 30))
+    templates = root / sources.TEMPLATES_DIR
+    templates.mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(np.full((300, 400, 3), 50 * i, np.uint8)).save(templates / f"bg{i}.jpg")
+    samples = root / sources.SAMPLES_DIR
+    names = {"ambi_drone.flac": "CC0", "ambi_swoosh.flac": "CC0", "vinyl_hiss.flac": "CC0", "guit_em9.flac": "CC0",
+             "ambi_choir.flac": "CC0", "bd_boom.flac": "CC0", "vinyl_scratch.flac": "CC-BY-SA-4.0"}
+    copyright_text = "Files: *\nCopyright: someone\nLicense: MIT\n\n"
+    for i, (name, licence) in enumerate(names.items()):
+        write_sound(samples / name, 100 + 37 * i, seconds=2.0)
+        copyright_text += f"Files: etc/samples/{name}\nCopyright: x\nLicense: {licence}\n\n"
+    (root / sources.SAMPLES_COPYRIGHT).parent.mkdir(parents=True)
+    (root / sources.SAMPLES_COPYRIGHT).write_text(copyright_text)
+    return root
+
+
+def test_collect_applies_the_class_list(fake_root):
+    pack = sources.collect(fake_root, progress=False)
+    assert pack.classes == ["dog", "cow", "violin", "kettle"]
+    assert sorted(s["name"] for s in pack.stamps) == sorted(p for ps in CLASSES.values() for p in ps)
+    assert {pack.classes[s["class"]] for s in pack.stamps if s["name"].startswith("animals/cows")} == {"cow"}
+    assert [d["split"] for d in pack.distractors].count("test") == 1
+    assert [b["split"] for b in pack.backgrounds] == ["train", "train", "train", "test"]
+    # CC0 and an ambience/texture name only: no choir (voices), no drum, no CC-BY-SA file.
+    assert sorted(n["name"] for n in pack.noises) == ["ambi_drone", "ambi_swoosh", "guit_em9", "vinyl_hiss"]
+    dog = next(s for s in pack.stamps if s["name"] == "animals/dogs/dog")
+    spectrum = np.abs(np.fft.rfft(dog["sound"]))
+    assert abs(spectrum.argmax() * 16000 / dog["sound"].size - 300) < 5
+    assert dog["image"].shape[2] == 4 and dog["image"][..., 3].max() == 255
+
+
+def test_collect_refuses_unreviewed_silent_or_shared_recordings(fake_root):
+    stamps = fake_root / sources.STAMPS_DIR
+    write_sound(stamps / "animals/cats/cat.ogg", 700)
+    write_stamp(stamps / "animals/cats/cat.png", (1, 2, 3))
+    with pytest.raises(sources.SourceError, match="neither a class nor dropped.*animals/cats/cat"):
+        sources.collect(fake_root, progress=False)
+    for p in (stamps / "animals/cats").iterdir():
+        p.unlink()
+    write_sound(stamps / "hobbies/violin.ogg", 0, silent=True)
+    with pytest.raises(sources.SourceError, match="violin: the recording is"):
+        sources.collect(fake_root, progress=False)
+    shutil.copy(stamps / "animals/dogs/dog.ogg", stamps / "hobbies/violin.ogg")
+    with pytest.raises(sources.SourceError, match="same recording"):
+        sources.collect(fake_root, progress=False)
+
+
+def test_fetch_without_apt_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources.shutil, "which", lambda name: None)
+    with pytest.raises(sources.SourceError, match="needs `apt-get`.*--pack"):
+        sources.fetch(tmp_path)
+
+
+def test_pack_round_trip(fake_root, tmp_path):
+    pack = sources.collect(fake_root, progress=False)
+    path = sources.save_pack(pack, tmp_path / "pack.npz")
+    np.load(path, allow_pickle=False)  # plain arrays only
+    loaded = sources.load_pack(path)
+    assert loaded.classes == pack.classes and len(loaded.noises) == len(pack.noises)
+    for a, b in zip(pack.stamps, loaded.stamps):
+        assert a["name"] == b["name"] and np.array_equal(a["image"], b["image"])
+        normalised = a["sound"] / np.abs(a["sound"]).max() * 32000 / 32768
+        assert np.abs(normalised - b["sound"]).max() < 1e-4
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(sources.SourceError, match="junk.npz"):
+        sources.load_pack(tmp_path / "junk.npz")
+
+
+@pytest.fixture
+def fake_pack(fake_root, tmp_path):
+    return sources.save_pack(sources.collect(fake_root, progress=False), tmp_path / "pack.npz")
+
+
+def test_synthesis_modes(fake_pack):
+    pack = sources.load_pack(fake_pack)
+    config = SynthConfig()
+    for mode in ("clean", "audio", "visual", "multi"):
+        clip = synthesize(pack, "train", 3, seed=1, config=config, mode=mode, classes=[0, 1, 2])
+        assert clip.frames.shape == (50, 224, 224, 3) and clip.masks.shape == (5, 224, 224)
+        assert clip.audio.shape == (80000,) and np.abs(clip.audio).max() <= 0.9 + 1e-6
+        assert clip.labels == ([0, 1] if mode == "multi" else [0])
+        assert clip.info["mode"] == mode
+        assert clip.masks.any(), mode  # the sounding object is visible
+        if mode == "audio":
+            assert clip.info["silent_on_screen"] == ["cow", "violin"] and clip.info["sounding"] == ["dog"]
+    drowned = [synthesize(pack, "train", i, seed=2, mode="visual", classes=[0, 1, 2]) for i in range(8)]
+    assert {c.info["audio"] for c in drowned} == {"drowned", "absent"}
+    assert all(c.info["snr_db"] is None or c.info["snr_db"] <= -15 for c in drowned)
+
+
+def test_test_split_uses_only_held_out_material(fake_pack):
+    pack = sources.load_pack(fake_pack)
+    held_backgrounds = {b["name"] for b in pack.backgrounds if b["split"] == "test"} | {"scene"}
+    held_noise = {n["name"] for n in pack.noises if n["split"] == "test"}
+    for i in range(10):
+        test_clip = synthesize(pack, "test", i, seed=0)
+        assert test_clip.info["background"] in held_backgrounds and test_clip.info["noise"] in held_noise
+        train_clip = synthesize(pack, "train", i, seed=0)
+        assert train_clip.info["noise"] not in held_noise
+        assert train_clip.info["background"] not in held_backgrounds - {"scene"}
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """Every file's bytes, but for the mp4 clips (see same_clips)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "benchmark.json" and p.suffix != ".mp4"}
+
+
+def decoded(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with av.open(str(path)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    with av.open(str(path)) as container:
+        audio = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+    return frames, audio
+
+
+def same_clips(a: Path, b: Path) -> None:
+    """x264 now and then decides a few macroblocks differently from one run to the next (seen even
+    with one thread), so two encodings of the same clip are compared as pictures: the same frame
+    count, at most codec-sized differences, identical audio."""
+    names = sorted(p.name for p in (a / "vggsound" / "video").iterdir())
+    assert names == sorted(p.name for p in (b / "vggsound" / "video").iterdir())
+    for name in names:
+        (fa, aa), (fb, ab) = decoded(a / "vggsound" / "video" / name), decoded(b / "vggsound" / "video" / name)
+        assert fa.shape == fb.shape and np.array_equal(aa, ab), name
+        assert np.abs(fa.astype(np.int16) - fb).mean() < 1.0, name
+
+
+def small_build(root, pack, seed=0, workers=1):
+    return benchmark.build(root, benchmark.SIZES["small"], seed, pack, benchmark.FORMATS, workers, progress=False)
+
+
+def test_build_is_deterministic_and_readable(fake_pack, tmp_path):
+    summary = small_build(tmp_path / "a", fake_pack, workers=2)
+    assert dict(summary["clips"]) == {"train": 12, "val": 4, "test": 6}
+    small_build(tmp_path / "b", fake_pack, workers=1)
+    small_build(tmp_path / "c", fake_pack, seed=1)
+    a, b, c = (tree_hashes(tmp_path / x) for x in "abc")
+    assert a == b  # same seed, any number of workers: the same frames, masks, audio and metadata
+    same_clips(tmp_path / "a", tmp_path / "b")
+    assert a != c
+    assert not (tmp_path / "a.partial").exists()
+
+    records = [json.loads(line) for line in (tmp_path / "a" / "clips.jsonl").read_text().splitlines()]
+    labels = (tmp_path / "a" / "classes.txt").read_text().split("\n")[:-1]
+    fbank = FbankConfig(num_frames=512)
+    vgg = VGGSoundDataset(tmp_path / "a/vggsound/vggsound.csv", tmp_path / "a/vggsound/video", "test",
+                          labels=labels, fbank=fbank, clip_s=None)
+    assert len(vgg) == sum(r["split"] == "test" for r in records) and not vgg.manifest.missing
+    batch, errors = collate([vgg[i] for i in range(len(vgg))])
+    assert not errors and batch["frames"].shape[1:] == (1, 3, 224, 224)
+    s4_labels = [label.replace(" ", "_") for label in labels]
+    s4 = AVSBenchS4Dataset(tmp_path / "a/avsbench/Single-source", "test", labels=s4_labels, fbank=fbank)
+    ms3 = AVSBenchMS3Dataset(tmp_path / "a/avsbench/Multi-sources", "test", labels=s4_labels, fbank=fbank)
+    assert len(s4) + len(ms3) == len(vgg)
+    sample = s4[0]
+    assert sample["mask_valid"].all() and 0 < sample["masks"].mean() < 0.5
+    record = next(r for r in records if r["id"] == s4.items[0]["id"])
+    assert sample["target"].argmax().item() == s4_labels.index(record["labels"][0].replace(" ", "_"))
+
+
+def test_interrupted_build_resumes(fake_pack, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = benchmark._build_one
+
+    def flaky(task):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        return real(task)
+
+    monkeypatch.setattr(benchmark, "_build_one", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        small_build(tmp_path / "r", fake_pack)
+    assert len(list((tmp_path / "r.partial" / "done").glob("*.json"))) == 8
+    monkeypatch.setattr(benchmark, "_build_one", real)
+    small_build(tmp_path / "r", fake_pack)
+    small_build(tmp_path / "clean", fake_pack)
+    assert tree_hashes(tmp_path / "r") == tree_hashes(tmp_path / "clean")
+    same_clips(tmp_path / "r", tmp_path / "clean")
+
+
+def test_stats_and_contact_sheet(fake_pack, tmp_path):
+    small_build(tmp_path / "s", fake_pack)
+    text = benchmark.stats(tmp_path / "s")
+    assert "| clips | 12 | 4 | 6 |" in text and "4 sounding classes" in text
+    sheet = benchmark.contact_sheet(tmp_path / "s", tmp_path / "sheet.png", count=3)
+    with Image.open(sheet) as image:
+        assert image.size == (5 * 224, 3 * (224 + 22))
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get to fetch the Debian packages")
+def test_real_debian_sources():
+    cache = Path(__file__).resolve().parents[1] / ".cache" / "emktd"
+    pack_path = benchmark.ensure_pack(None, cache)
+    assert pack_path.stat().st_size <= 40 * 2**20
+    pack = sources.load_pack(pack_path)
+    assert len(pack.classes) >= 60
+    names = {s["name"] for s in pack.stamps}
+    assert not names & set(sources.DROPPED)
+    assert all("_desc" not in n and not n.startswith("symbols/") for n in names)
+    assert {pack.classes[s["class"]] for s in pack.stamps} == set(pack.classes)
+    assert all(np.sqrt(np.mean(s["sound"] ** 2)) > 1e-3 for s in pack.stamps)
+    assert {"train", "test"} <= {b["split"] for b in pack.backgrounds}
