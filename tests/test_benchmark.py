@@ -272,3 +272,16 @@ def test_real_debian_sources():
     assert {pack.classes[s["class"]] for s in pack.stamps} == set(pack.classes)
     assert all(np.sqrt(np.mean(s["sound"] ** 2)) > 1e-3 for s in pack.stamps)
     assert {"train", "test"} <= {b["split"] for b in pack.backgrounds}
+
+
+def test_a_cached_pack_from_other_choices_is_rebuilt(fake_root, monkeypatch):
+    cache = fake_root.parent
+    (cache / "fetched.json").write_text(json.dumps({"packages": sorted(sources.PACKAGES), "debs": []}))
+    path = benchmark.ensure_pack(None, cache)
+    first, built_at = sources.load_pack(path).meta["recipe"], path.stat().st_mtime_ns
+    assert benchmark.ensure_pack(None, cache) == path and path.stat().st_mtime_ns == built_at  # reused
+    monkeypatch.setattr(sources, "DROPPED", {**DROPPED, "hobbies/violin": "changed our mind"})
+    monkeypatch.setattr(sources, "CLASSES", {k: v for k, v in CLASSES.items() if k != "violin"})
+    benchmark.ensure_pack(None, cache)
+    rebuilt = sources.load_pack(path)
+    assert rebuilt.meta["recipe"] != first and "violin" not in rebuilt.classes

@@ -65,7 +65,7 @@ def ensure_pack(pack_path: Path | None, cache: Path = DEFAULT_CACHE) -> Path:
             raise sources.SourceError(f"{pack_path}: no such source pack")
         return Path(pack_path)
     path = default_pack_path(cache)
-    if not path.is_file():
+    if not path.is_file() or sources.load_pack(path).meta.get("recipe") != sources.recipe():
         root = sources.fetch(cache)
         print(f"building the source pack from {root}", flush=True)
         sources.save_pack(sources.collect(root), path)

@@ -176,6 +176,13 @@ NOISE_MAX_S = 8.0
 HOLDOUT = 4
 
 
+def recipe() -> str:
+    """A digest of every choice above; a cached pack made with other choices is rebuilt."""
+    choices = [CLASSES, DROPPED, MERGED_BECAUSE, DISTRACTOR_FOLDERS, NOISE_PATTERN.pattern, NOISE_MAX_S, HOLDOUT,
+               SAMPLE_RATE_HZ, STAMP_MAX_SIDE, DISTRACTOR_MAX_SIDE, BACKGROUND_SIZE]
+    return hashlib.sha256(json.dumps(choices, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
 class SourceError(RuntimeError):
     """The Debian packages cannot be fetched or do not hold what the benchmark needs."""
 
@@ -338,6 +345,7 @@ def collect(root: Path, progress: bool = True) -> Pack:
               for i, p in enumerate(tqdm(samples, desc="background sounds", disable=not progress))]
 
     meta = {
+        "recipe": recipe(),
         "classes": classes,
         "merged": MERGED_BECAUSE,
         "dropped": DROPPED,
