@@ -334,22 +334,25 @@ class _AVSBench(_Dataset):
 
     FRAMES = 5
 
-    def _sample(self, item, frame_paths, mask_paths) -> dict:
-        frames = np.stack([read_rgb(p) for p in frame_paths])
-        masks = torch.zeros(self.FRAMES, 1, self.image_size, self.image_size)
-        valid = torch.zeros(self.FRAMES, dtype=torch.bool)
-        for k, path in enumerate(mask_paths):
+    def load(self, item, frames: list[int] | None = None) -> dict:
+        """The clip with the given annotated frames (0-based; default all five)."""
+        ks = list(range(self.FRAMES)) if frames is None else frames
+        pictures = np.stack([read_rgb(item["frames"][k]) for k in ks])
+        masks = torch.zeros(len(ks), 1, self.image_size, self.image_size)
+        valid = torch.zeros(len(ks), dtype=torch.bool)
+        for i, k in enumerate(ks):
+            path = item["masks"][k]
             if path.is_file():
                 mask = torch.from_numpy(read_mask(path))[None, None]
-                masks[k] = torch.nn.functional.interpolate(mask, size=(self.image_size, self.image_size),
+                masks[i] = torch.nn.functional.interpolate(mask, size=(self.image_size, self.image_size),
                                                            mode="nearest")[0]
-                valid[k] = True
-        if not valid.any():
-            raise FormatError(f"{mask_paths[0]}: no ground-truth mask for this clip")
+                valid[i] = True
+        if frames is None and not valid.any():
+            raise FormatError(f"{item['masks'][0]}: no ground-truth mask for this clip")
         wav = read_wav(item["wav"])
         audio = (audio_fbank(wav, SAMPLE_RATE_HZ, self.fbank) if self.audio_windows is None
                  else audio_fbank_windows(wav, self.audio_windows, 1.0, SAMPLE_RATE_HZ, self.fbank))
-        return {"id": item["id"], "audio": audio, "frames": frames_to_tensor(frames, self.image_size),
+        return {"id": item["id"], "audio": audio, "frames": frames_to_tensor(pictures, self.image_size),
                 "masks": masks, "mask_valid": valid, "target": _multi_hot(item["labels"], len(self.labels))}
 
     def _check_root(self, root: Path, meta: str, data: str) -> None:
@@ -391,9 +394,6 @@ class AVSBenchS4Dataset(_AVSBench):
                 self.manifest.missing.append(name)
         self.fbank, self.image_size, self.audio_windows = fbank, image_size, audio_windows
 
-    def load(self, item) -> dict:
-        return self._sample(item, item["frames"], item["masks"])
-
 
 class AVSBenchMS3Dataset(_AVSBench):
     """``Multi-sources/``: ms3_meta_data.csv (video_id,split), ms3_data/visual_frames/<id>/<id>.mp4_<k>.png
@@ -432,9 +432,6 @@ class AVSBenchMS3Dataset(_AVSBench):
             else:
                 self.manifest.missing.append(vid)
         self.fbank, self.image_size, self.audio_windows = fbank, image_size, audio_windows
-
-    def load(self, item) -> dict:
-        return self._sample(item, item["frames"], item["masks"])
 
 
 # ---------------------------------------------------------------- writers used by the benchmark builder
