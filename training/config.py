@@ -143,6 +143,8 @@ def validate(config: RunConfig) -> None:
         problems.append(f"{config.dataset} has masks but no classification protocol: use --objective segmentation")
     if config.dataset in ("vggsound", "cavmae-json") and config.objective != "classification":
         problems.append(f"{config.dataset} has no masks: use --objective classification")
+    if config.mixup and config.objective != "classification":
+        problems.append("mixup mixes class targets, not masks: use it with --objective classification only")
     if config.epochs < 1 or config.batch_size < 1:
         problems.append("epochs and batch_size must be at least 1")
     if problems:

@@ -263,12 +263,13 @@ class VGGSoundDataset(_Dataset):
         self.fbank, self.image_size, self.num_frames = fbank, image_size, num_frames
         self.frame_policy, self.clip_s, self.rng = frame_policy, clip_s, np.random.default_rng(seed)
 
-    def load(self, item) -> dict:
+    def load(self, item, frames: list[int] | None = None) -> dict:
+        """``frames``: indices among the ``num_frames`` sampled ones (default: the frame policy)."""
         from emktd.media import load_clip
 
         clip = load_clip(item["path"], self.num_frames, SAMPLE_RATE_HZ, max_side=max(self.image_size * 2, 256),
                          duration_s=self.clip_s)
-        frames = _pick_frames(clip.frames, self.frame_policy, self.rng)
+        frames = clip.frames[frames] if frames is not None else _pick_frames(clip.frames, self.frame_policy, self.rng)
         return {"id": item["id"], "audio": audio_fbank(clip.audio, SAMPLE_RATE_HZ, self.fbank),
                 "frames": frames_to_tensor(frames, self.image_size), "target": _multi_hot(item["labels"], len(self.labels)),
                 "has_audio": clip.has_audio}
@@ -314,8 +315,10 @@ class CavMaeJsonDataset(_Dataset):
         self.fbank, self.image_size, self.frame_policy = fbank, image_size, frame_policy
         self.rng = np.random.default_rng(seed)
 
-    def load(self, item) -> dict:
-        paths = _pick_frames(np.array(item["frames"], dtype=object), self.frame_policy, self.rng)
+    def load(self, item, frames: list[int] | None = None) -> dict:
+        """``frames``: indices among the pre-extracted frames (default: the frame policy)."""
+        paths = np.array(item["frames"], dtype=object)
+        paths = paths[frames] if frames is not None else _pick_frames(paths, self.frame_policy, self.rng)
         frames = np.stack([read_rgb(p) for p in paths])
         return {"id": item["id"], "audio": audio_fbank(read_wav(item["wav"]), SAMPLE_RATE_HZ, self.fbank),
                 "frames": frames_to_tensor(frames, self.image_size), "target": _multi_hot(item["labels"], len(self.labels)),
