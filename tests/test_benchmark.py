@@ -15,73 +15,14 @@ from PIL import Image
 
 import benchmark
 import sources
-from conftest import tone
+from conftest import CLASSES, DROPPED, fake_debian_root, write_sound, write_stamp
 from data_formats import AVSBenchMS3Dataset, AVSBenchS4Dataset, VGGSoundDataset, collate
 from emktd.features import FbankConfig
 from synth import SynthConfig, synthesize
 
-CLASSES = {"dog": ("animals/dogs/dog",), "cow": ("animals/cows/cow", "animals/cows/cow_white"),
-           "violin": ("hobbies/violin",), "kettle": ("household/kettle",)}
-DROPPED = {"town/signs/xing": "speech"}
-FREQS = {"animals/dogs/dog": 300, "animals/cows/cow": 500, "animals/cows/cow_white": 520, "hobbies/violin": 900,
-         "household/kettle": 1500, "town/signs/xing": 200}
-
-
-def write_sound(path: Path, freq: float, seconds: float = 0.8, silent: bool = False) -> None:
-    """Opus in Ogg for stamps (Tux Paint ships Ogg), FLAC for samples (as sonic-pi does)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    codec, rate = ("libopus", 48000) if path.suffix == ".ogg" else ("flac", 22050)
-    audio = np.zeros(int(seconds * rate), np.float32) if silent else tone(freq, seconds, rate)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.layout = "mono"
-        for start in range(0, audio.size, 960):
-            frame = av.AudioFrame.from_ndarray((audio[None, start:start + 960] * 32767).astype(np.int16),
-                                               format="s16", layout="mono")
-            frame.sample_rate, frame.pts = rate, start
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-
-
-def write_stamp(path: Path, colour, size=(60, 40)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = size
-    yy, xx = np.mgrid[:h, :w]
-    alpha = ((((yy - h / 2) / (h / 2)) ** 2 + ((xx - w / 2) / (w / 2)) ** 2) <= 1).astype(np.uint8) * 255
-    rgba = np.dstack([np.full((h, w, 3), colour, np.uint8), alpha])
-    Image.fromarray(rgba, "RGBA").save(path)
-
-
 @pytest.fixture
 def fake_root(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "CLASSES", CLASSES)
-    monkeypatch.setattr(sources, "DROPPED", DROPPED)
-    monkeypatch.setattr(sources, "DISTRACTOR_FOLDERS", ("food", "plants"))
-    root = tmp_path / "cache" / "root"
-    stamps = root / sources.STAMPS_DIR
-    for i, (stamp, freq) in enumerate(FREQS.items()):
-        write_stamp(stamps / f"{stamp}.png", (40 * i, 200 - 30 * i, 120))
-        write_sound(stamps / f"{stamp}.ogg", freq)
-    write_sound(stamps / "animals/dogs/dog_desc_fr.ogg", 150)  # spoken descriptions are never sounds
-    write_sound(stamps / "symbols/letters/a.ogg", 150)  # letters are speech
-    for i, name in enumerate(("food/apple", "food/pear", "plants/tree", "plants/rose")):
-        write_stamp(stamps / f"{name}.png", (250, 30 * i, 30), size=(30, 30))
-    templates = root / sources.TEMPLATES_DIR
-    templates.mkdir(parents=True)
-    for i in range(4):
-        Image.fromarray(np.full((300, 400, 3), 50 * i, np.uint8)).save(templates / f"bg{i}.jpg")
-    samples = root / sources.SAMPLES_DIR
-    names = {"ambi_drone.flac": "CC0", "ambi_swoosh.flac": "CC0", "vinyl_hiss.flac": "CC0", "guit_em9.flac": "CC0",
-             "ambi_choir.flac": "CC0", "bd_boom.flac": "CC0", "vinyl_scratch.flac": "CC-BY-SA-4.0"}
-    copyright_text = "Files: *\nCopyright: someone\nLicense: MIT\n\n"
-    for i, (name, licence) in enumerate(names.items()):
-        write_sound(samples / name, 100 + 37 * i, seconds=2.0)
-        copyright_text += f"Files: etc/samples/{name}\nCopyright: x\nLicense: {licence}\n\n"
-    (root / sources.SAMPLES_COPYRIGHT).parent.mkdir(parents=True)
-    (root / sources.SAMPLES_COPYRIGHT).write_text(copyright_text)
-    return root
+    return fake_debian_root(tmp_path / "cache" / "root", monkeypatch)
 
 
 def test_collect_applies_the_class_list(fake_root):

@@ -85,12 +85,16 @@ def file_sha256(path: Path) -> str:
 _WORKER: dict = {}
 
 
-def _init_worker(pack_path: str, root: str, seed: int, config: SynthConfig, formats_: tuple[str, ...],
-                 num_classes: int) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+def _init_pool_worker(*args) -> None:
+    """A pool process: one thread each, the processes are the parallelism."""
     import torch
 
     torch.set_num_threads(1)
+    _init_worker(*args)
+
+
+def _init_worker(pack_path: str, root: str, seed: int, config: SynthConfig, formats_: tuple[str, ...],
+                 num_classes: int) -> None:
     _WORKER.update(pack=sources.load_pack(Path(pack_path)), root=Path(root), seed=seed, config=config,
                    formats=formats_, num_classes=num_classes)
 
@@ -164,7 +168,7 @@ def build(root: Path, size: Size, seed: int, pack_path: Path, formats_: tuple[st
     start = time.time()
     args = (str(pack_path), str(partial), seed, config, tuple(formats_), num_classes)
     if workers > 1:
-        with get_context("spawn").Pool(workers, initializer=_init_worker, initargs=args) as pool:
+        with get_context("spawn").Pool(workers, initializer=_init_pool_worker, initargs=args) as pool:
             records = list(tqdm(pool.imap(_build_one, tasks, chunksize=4), total=len(tasks),
                                 desc="clips", disable=not progress))
     else:

@@ -280,8 +280,9 @@ def main(argv=None) -> dict | None:
         print(f"resumed from step {state.global_step} (epoch {state.epoch}, batch {state.step_in_epoch})", flush=True)
     model = trainee
     if world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(trainee, device_ids=[device.index] if device.type == "cuda"
-                                                          else None)
+        # The single-modality norms of each block sit idle in joint forwards: DDP must expect that.
+        model = torch.nn.parallel.DistributedDataParallel(
+            trainee, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     if config.compile:
         model = torch.compile(model)
 

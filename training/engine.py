@@ -96,7 +96,12 @@ def outputs(out) -> dict[str, torch.Tensor]:
 
 
 class TeacherCache:
-    """Teacher outputs for unaugmented inputs, kept in float16 up to ``max_gb``; later keys are not stored."""
+    """Teacher outputs for unaugmented inputs, kept in float16 up to ``max_gb``; later keys are not stored.
+
+    A resumed run starts with an empty cache and recomputes in other batches what the
+    interrupted run had cached; batched matmuls can differ in the last bit with the batch,
+    so with the cache on, a resumed run matches an uninterrupted one to rounding, not bit for bit.
+    """
 
     def __init__(self, max_gb: float):
         self.budget, self.used = int(max_gb * 2**30), 0
@@ -128,13 +133,14 @@ def teacher_outputs(teacher: AVTransformer, monitor, audio, frames, lam: float, 
         if hit is not None:
             return {k: v.to(audio.device, torch.float32) for k, v in hit.items()}
     with torch.no_grad():
-        out = outputs(teacher(audio, frames))
-        # With a cache, fresh outputs are rounded as cached ones are, so a resumed run (empty
-        # cache) computes exactly what the uninterrupted one did.
-        out = {k: (v.half() if cache is not None else v).float() for k, v in out.items()}
+        out = {k: v.float() for k, v in outputs(teacher(audio, frames)).items()}
         if monitor is not None:
             for m, w in monitor.weights({m: out[m] for m in TOKEN_KEYS}, lam).items():
                 out[f"w_{m}"] = w
+        if cache is not None:
+            # Fresh outputs are rounded as cached ones are, so a resumed run (its cache empty)
+            # computes exactly what the uninterrupted one did.
+            out = {k: v.half().float() for k, v in out.items()}
     if cache is not None and keys is not None:
         cache.put(keys, out)
     return out
@@ -321,7 +327,7 @@ def train_one_epoch(config: RunConfig, trainee: nn.Module, teacher: AVTransforme
         samples += batch["audio"].shape[0]
         for k, v in terms.items():
             window[k].append(float(v.detach()))
-        window["loss"].append(float(loss))
+        window["loss"].append(float(loss.detach()))
         if t is not None and "w_audio" in t:
             for m in TOKEN_KEYS:
                 window[f"w_{m}"].append(float(t[f"w_{m}"].mean()))
@@ -396,7 +402,7 @@ def train_probes(config: RunConfig, teacher: AVTransformer, monitor: D.EntropyMo
             loss.backward()
             optimizer.step()
             schedule.step()
-            epoch_loss.append(float(loss))
+            epoch_loss.append(float(loss.detach()))
         losses.append(float(np.mean(epoch_loss)))
     monitor.eval()
     for p in monitor.parameters():

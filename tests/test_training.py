@@ -1,0 +1,205 @@
+"""training/distill.py end to end on a --small benchmark: every method, bad configurations,
+resume after a kill, two DDP processes, publishing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import config as cfg
+import distill
+import publish
+from emktd.hub import load_pretrained
+from emktd.models import create_model
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "training" / "distill.py"
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(small_bench, tmp_path_factory):
+    """A random-initialised bench-teacher for the small benchmark's classes (distillation needs any teacher)."""
+    labels = tuple(c.replace(" ", "_") for c in (small_bench / "classes.txt").read_text().split("\n") if c)
+    torch.manual_seed(0)
+    teacher = create_model("bench-teacher", num_classes=len(labels), labels=labels)
+    return teacher.save_pretrained(tmp_path_factory.mktemp("teacher") / "teacher")
+
+
+def args(small_bench, teacher_dir, out, *extra):
+    return ["--data-root", str(small_bench), "--teacher", str(teacher_dir), "--out", str(out), "--epochs", "1",
+            "--batch-size", "4", "--probe-epochs", "2", "--log-every", "1", "--workers", "0", *extra]
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_distill_end_to_end(small_bench, teacher_dir, tmp_path):
+    run = tmp_path / "run"
+    result = distill.main(args(small_bench, teacher_dir, run))
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["method"] == "emktd+kd" and saved["resolved"]["beta"] == 666.0 and saved["resolved"]["kd"]
+    train = [r for r in records(run) if r["type"] == "train"]
+    assert len(train) == 3 and {"cls", "seg", "kd", "distill", "w_audio", "w_visual", "w_fused"} <= set(train[0])
+    assert all(0 < r["w_audio"] <= 1 for r in train)
+    for name in ("metrics.json", "manifest.json", "probes.safetensors", "loss.png", "em_weights.png",
+                 "checkpoints/last.pt", "student/model.safetensors"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["student"]["clips"] == 6 and {"top1", "mAP", "mIoU", "legacy_fscore", "fscore"} <= set(metrics["student"])
+    assert set(metrics["teacher"]["em_weights_by_mode"]) <= {"clean", "audio", "visual", "multi"}
+    assert metrics == result
+    # The saved student is the trained one.
+    assert distill._state_digest(load_pretrained(run / "student")) == (run / "final_student_sha256.txt").read_text().strip()
+
+
+@pytest.mark.parametrize("method", cfg.METHODS)
+def test_every_method_takes_a_step(small_bench, teacher_dir, tmp_path, method):
+    run = tmp_path / "run"
+    assert distill.main(args(small_bench, teacher_dir, run, "--method", method, "--stop-after-steps", "1")) is None
+    step = next(r for r in records(run) if r["type"] == "train")
+    base = method.split("+")[0]
+    assert ("distill" in step) == (base not in ("none", "kd"))
+    assert ("kd" in step) == (method.endswith("+kd") or method == "kd")
+    assert ("w_audio" in step) == (base == "emktd")
+
+
+def test_low_resolution_student_against_the_teacher_grid(small_bench, teacher_dir, tmp_path):
+    run = tmp_path / "run"
+    distill.main(args(small_bench, teacher_dir, run, "--student-image-size", "64", "--method", "ktd",
+                      "--stop-after-steps", "1"))
+    assert json.loads((run / "config.json").read_text())["student_image_size"] == 64
+    assert next(r for r in records(run) if r["type"] == "train")["ktd_visual"] > 0
+
+
+def test_teacher_training(small_bench, tmp_path):
+    run = tmp_path / "teacher"
+    result = distill.main(["--task", "teacher", "--data-root", str(small_bench), "--out", str(run), "--epochs", "1",
+                           "--batch-size", "4", "--workers", "0"])
+    assert "teacher" not in result and result["student_parameters"] == load_pretrained(run / "student").num_parameters()
+
+
+def fails_fast(argv, match, run):
+    with pytest.raises(SystemExit, match=match):
+        distill.main(argv)
+    assert not (run / "log.jsonl").is_file() or not any(r["type"] == "train" for r in records(run))
+
+
+def test_bad_configuration_fails_before_any_step(small_bench, teacher_dir, tmp_path):
+    run = tmp_path / "run"
+    fails_fast(args(small_bench, teacher_dir, run, "--method", "ktd+magic"), "expected one of", run)
+    fails_fast(args(small_bench, teacher_dir, run, "--student-image-size", "48"), "cannot be average-pooled", run)
+    fails_fast(args(tmp_path / "elsewhere", teacher_dir, run, "--build-benchmark", "false"), "benchmark is missing", run)
+    (tmp_path / "s4").mkdir()
+    fails_fast(args(tmp_path / "s4", teacher_dir, run, "--dataset", "avsbench-s4", "--objective", "segmentation"),
+               "AVSBench layout", run)
+    fails_fast(args(small_bench, tmp_path / "no-teacher", run), "teacher", run)
+    fails_fast(["--data-root", str(small_bench), "--teacher", "weights/teacher-that-is-not-there"], "teacher", run)
+
+
+def test_default_teacher_missing_says_how_to_get_one(monkeypatch, tmp_path):
+    monkeypatch.setattr(distill, "REPO", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="--task teacher"):
+        distill.load_teacher(cfg.RunConfig(), torch.device("cpu"))
+
+
+def test_resume_with_another_architecture_is_refused(small_bench, teacher_dir, tmp_path):
+    run = tmp_path / "run"
+    distill.main(args(small_bench, teacher_dir, run, "--stop-after-steps", "1"))
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, "seg_decoder_dim": 8}))
+    fails_fast(["--out", str(run), "--resume", "true"], "another architecture", tmp_path / "none")
+
+
+def test_killed_run_resumes_to_the_same_weights(small_bench, teacher_dir, tmp_path):
+    # Without the teacher cache: a cached teacher output was computed in another batch than a
+    # resumed run recomputes it in, and batched matmuls can differ in the last bit.
+    common = ["--epochs", "3", "--batch-size", "2", "--checkpoint-every", "2", "--method", "emktd+kd",
+              "--cache-teacher-gb", "0"]
+    straight = tmp_path / "straight"
+    distill.main(args(small_bench, teacher_dir, straight, *common))
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args(small_bench, teacher_dir, killed, *common)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        log = killed / "log.jsonl"
+        steps = [r["step"] for r in records(killed) if r["type"] == "train"] if log.is_file() else []
+        if steps and max(steps) >= 7:  # mid-way through the second epoch, past a checkpoint
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    checkpoint = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)
+    assert 6 <= checkpoint["state"]["global_step"] < 18
+    distill.main(["--out", str(killed), "--resume", "true"])
+    assert (killed / "final_student_sha256.txt").read_text() == (straight / "final_student_sha256.txt").read_text()
+    resumed = [r for r in records(killed) if r["type"] == "start"]
+    assert resumed[-1]["resumed_at"] == checkpoint["state"]["global_step"]
+
+
+def test_two_processes_end_with_identical_weights(small_bench, teacher_dir, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(SCRIPT),
+           *args(small_bench, teacher_dir, run, "--method", "ktd+kd")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    digests = [(run / f"final_student_rank{r}.sha256").read_text() for r in (0, 1)]
+    assert digests[0] == digests[1]
+    start = next(r for r in records(run) if r["type"] == "start")
+    assert start["world_size"] == 2
+    assert json.loads((run / "metrics.json").read_text())["world_size"] == 2
+
+
+def test_publish_writes_and_uploads_exactly_the_folder(small_bench, teacher_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    distill.main(args(small_bench, teacher_dir, run, "--method", "kd"))
+    folder = publish.main([str(run), "--repo-id", "someone/emktd-student", "--dry-run", "--out", str(tmp_path / "hub")])
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "labels.txt", "model.safetensors"]
+    card = (folder / "README.md").read_text()
+    assert "someone/emktd-student" in card and "GPL-2+" in card and "| teacher |" in card and "| student |" in card
+    labels = (folder / "labels.txt").read_text().split("\n")[:-1]
+    assert labels == list(load_pretrained(folder).config.labels)
+
+    # The published folder predicts exactly what the run's model predicts.
+    model, original = load_pretrained(folder), load_pretrained(run / "student")
+    c = model.config
+    audio, frames = torch.randn(2, c.audio_frames, c.num_mel_bins), torch.randn(2, 3, c.image_size, c.image_size)
+    with torch.no_grad():
+        torch.testing.assert_close(model(audio, frames).logits, original(audio, frames).logits, rtol=0, atol=0)
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, private=False, exist_ok=False, repo_type="model"):
+            calls.append(("create", repo_id, private))
+
+        def upload_folder(self, folder_path, repo_id, repo_type, commit_message):
+            calls.append(("upload", repo_id, {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}))
+            return type("Info", (), {"commit_url": f"https://hub.invalid/{repo_id}/commit/1"})()
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(SystemExit, match="HF_TOKEN"):
+        publish.main([str(run), "--repo-id", "someone/emktd-student", "--out", str(tmp_path / "hub2")])
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    publish.main([str(run), "--repo-id", "someone/emktd-student", "--private", "--out", str(tmp_path / "hub3")])
+    assert calls[-3:-1] == [("token", "hf_test"), ("create", "someone/emktd-student", True)]
+    uploaded = calls[-1][2]
+    assert set(uploaded) == {"README.md", "config.json", "labels.txt", "model.safetensors"}
+    assert all(uploaded[name] == (tmp_path / "hub3" / name).read_bytes() for name in uploaded)

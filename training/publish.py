@@ -1,0 +1,148 @@
+"""Turn a run folder into a Hugging Face model folder and push it.
+
+    python training/publish.py runs/RUN --repo-id you/emktd-student --dry-run   # write the folder only
+    HF_TOKEN=... python training/publish.py runs/RUN --repo-id you/emktd-student [--private]
+
+The folder holds config.json and model.safetensors (the student, loadable with
+``AVTransformer.from_pretrained``), labels.txt (the class list of config.json, one per
+line) and README.md, a model card with the teacher and its score, the student's score,
+parameter counts, dataset and clip counts, preprocessing, method settings and licences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from emktd.hub import load_pretrained  # noqa: E402
+
+LICENCES = ("Code: Apache-2.0. Training data of the embedded benchmark: Tux Paint stamps and photographs "
+            "(Debian tuxpaint-stamps-default, tuxpaint-data; GPL-2+) and sonic-pi samples (Debian "
+            "sonic-pi-samples; CC0).")
+
+
+def _fmt(value, digits=1, scale=100.0):
+    return "-" if value is None else f"{value * scale:.{digits}f}"
+
+
+def model_card(run: Path, repo_id: str) -> str:
+    config = json.loads((run / "config.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    student, teacher = metrics["student"], metrics.get("teacher", {})
+    model = load_pretrained(run / "student")
+    c = model.config
+    rows = [("student", metrics.get("student_parameters"), student)]
+    if teacher:
+        rows.insert(0, ("teacher", metrics.get("teacher_parameters"), teacher))
+    table = ["| model | parameters | top-1 | top-5 | mAP | mIoU | F (legacy) | F |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, params, m in rows:
+        table.append(f"| {name} | {params:,} | {_fmt(m.get('top1'))} | {_fmt(m.get('top5'))} | {_fmt(m.get('mAP'))} | "
+                     f"{_fmt(m.get('mIoU'))} | {_fmt(m.get('legacy_fscore'), 3, 1)} | {_fmt(m.get('fscore'), 3, 1)} |")
+    resolved = config.get("resolved", {})
+    lines = [
+        "---",
+        "license: apache-2.0",
+        "library_name: emktd",
+        "tags: [audio-visual, distillation, em-ktd, segmentation, audio-classification]",
+        "---",
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"An audio-visual student distilled with **{config['method']}** by the emktd pipeline "
+        f"(task `{config['task']}`, dataset `{config['dataset']}`).",
+        "",
+        "```python",
+        "from emktd.models import AVTransformer",
+        f"model = AVTransformer.from_pretrained({repo_id!r})",
+        "```",
+        "",
+        "## Results",
+        f"On the `{config['eval_split']}` split ({student.get('clips')} clips; "
+        f"{student.get('frames', 0)} annotated frames for segmentation). Scores in %, F-scores as fractions.",
+        "",
+        *table,
+        "",
+    ]
+    if teacher and teacher.get("top1") and student.get("top1") is not None:
+        lines.append(f"The student keeps {100 * student['top1'] / teacher['top1']:.1f} % of the teacher's top-1"
+                     + (f" and {100 * student['mIoU'] / teacher['mIoU']:.1f} % of its mIoU"
+                        if teacher.get("mIoU") and student.get("mIoU") is not None else "")
+                     + f" with {100 * metrics['student_parameters'] / metrics['teacher_parameters']:.1f} % of its "
+                       "parameters.")
+        lines.append("")
+    lines += [
+        "## Training",
+        f"- Teacher: `{config['teacher']}`" if config["task"] == "distill" else "- Trained from scratch (no teacher)",
+        f"- Method: `{config['method']}`, kernel `{config['kernel']}`, gamma {config['gamma']}, lambda {config['lam']}, "
+        f"beta {resolved.get('beta')}, KD temperature {config['kd_temperature']}, monitor {resolved.get('monitor')}",
+        f"- Optimisation: AdamW, lr {config['lr']} (cosine to {config['min_lr']}, {config['warmup_epochs']} warm-up "
+        f"epochs), weight decay {config['weight_decay']}, {config['epochs']} epochs, batch {config['batch_size']}, "
+        f"seed {config['seed']}",
+        f"- Data: {metrics.get('train_clips')} training clips; " + "; ".join(metrics.get("manifest", [])),
+        f"- Hardware: {metrics.get('hardware')} x {metrics.get('world_size', 1)}, training {metrics.get('train_seconds')} s",
+        "",
+        "## Preprocessing",
+        f"- Audio: 16 kHz mono, mean removed, Kaldi fbank ({c.num_mel_bins} mel bins, 25 ms Hanning window, 10 ms "
+        f"shift), padded or cut to {c.audio_frames} frames, normalised (x + 5.081) / 4.4849 (CAV-MAE).",
+        f"- Frames: shorter side resized to {c.image_size} (bicubic), centre crop {c.image_size}, ImageNet mean/std.",
+        f"- Architecture: width {c.embed_dim}, {c.depth_audio} audio + {c.depth_visual} visual + {c.depth_fused} fusion "
+        f"blocks, {c.num_classes} classes, mask decoder width {c.seg_decoder_dim}.",
+        "",
+        "## Licences",
+        LICENCES,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_folder(run: Path, out: Path, repo_id: str) -> Path:
+    run, out = Path(run), Path(out)
+    for needed in ("config.json", "metrics.json", "student/config.json", "student/model.safetensors"):
+        if not (run / needed).is_file():
+            raise SystemExit(f"{run}: missing {needed}; expected a finished run folder of training/distill.py")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(run / "student" / name, out / name)
+    labels = json.loads((out / "config.json").read_text()).get("labels") or []
+    (out / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
+    (out / "README.md").write_text(model_card(run, repo_id))
+    load_pretrained(out)  # the folder must load strictly before it goes anywhere
+    return out
+
+
+def push(folder: Path, repo_id: str, private: bool) -> str:
+    from huggingface_hub import HfApi
+
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise SystemExit("set HF_TOKEN (a write token) to push, or use --dry-run")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                             commit_message="Upload emktd student")
+    return str(getattr(info, "commit_url", info))
+
+
+def main(argv=None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path, help="a finished run folder of training/distill.py")
+    p.add_argument("--repo-id", required=True, help="owner/name on the Hub")
+    p.add_argument("--out", type=Path, default=None, help="where to write the folder (default RUN/hub)")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="write the folder, push nothing")
+    args = p.parse_args(argv)
+    folder = write_folder(args.run, args.out or args.run / "hub", args.repo_id)
+    print(f"wrote {folder}: {', '.join(sorted(f.name for f in folder.iterdir()))}")
+    if not args.dry_run:
+        print(f"pushed to {args.repo_id}: {push(folder, args.repo_id, args.private)}")
+    return folder
+
+
+if __name__ == "__main__":
+    main()
