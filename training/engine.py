@@ -318,22 +318,23 @@ def train_one_epoch(config: RunConfig, trainee: nn.Module, teacher: AVTransforme
             loss = total_loss(config, terms)
         if not torch.isfinite(loss):
             raise SystemExit(f"step {state.global_step}: the loss is {loss.item()} "
-                             f"({ {k: float(v) for k, v in terms.items()} }); stopping")
+                             f"({ {k: float(v.detach()) for k, v in terms.items()} }); stopping")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         state.step_in_epoch += 1
         state.global_step += 1
         samples += batch["audio"].shape[0]
+        loss_value = float(loss.detach())
         for k, v in terms.items():
             window[k].append(float(v.detach()))
-        window["loss"].append(float(loss.detach()))
+        window["loss"].append(loss_value)
         if t is not None and "w_audio" in t:
             for m in TOKEN_KEYS:
                 window[f"w_{m}"].append(float(t[f"w_{m}"].mean()))
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
         if state.global_step % config.log_every == 0:
             means = reduce_mean({k: float(np.mean(v)) for k, v in window.items()}, device)
             elapsed = time.time() - started

@@ -1,0 +1,140 @@
+"""Training throughput: samples/s of teacher training and of a distillation step per method,
+and the share of the step spent in the distillation loss.
+
+    python training/bench.py                     # embedded shapes (bench-teacher -> bench-student), CPU
+    python training/bench.py --paper --device cuda --batch 48 --bf16   # the paper's scale on a GPU
+
+Inputs are random tensors of the real shapes, so the numbers do not depend on data loading.
+A distillation step = the teacher's forward (uncached) + the student's forward and backward +
+every loss term.  The loss share times the method's own terms (forward and backward into the
+student's tokens, as a leaf) against the whole step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import torch  # noqa: E402
+
+import engine  # noqa: E402
+from config import METHODS, RunConfig  # noqa: E402
+from distill import hardware  # noqa: E402
+from emktd import distill as D  # noqa: E402
+from emktd.models import create_model  # noqa: E402
+
+
+def _time(fn, repeats: int, device) -> float:
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--paper", action="store_true", help="cavmae-base -> cavmae-tiny, 1024 frames, 224 px")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--methods", nargs="+", default=[m for m in METHODS if "+" not in m or m == "emktd+kd"])
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    if args.paper:
+        teacher, student = create_model("cavmae-base"), create_model("cavmae-tiny")
+        objective = "classification"
+    else:
+        teacher, student = create_model("bench-teacher"), create_model("bench-student")
+        objective = "multitask"
+    teacher.to(device).eval().requires_grad_(False)
+    tc, sc = teacher.config, student.config
+    b = args.batch
+    batch = {"audio": torch.randn(b, tc.audio_frames, tc.num_mel_bins, device=device),
+             "frames": torch.randn(b, 3, tc.image_size, tc.image_size, device=device),
+             "target": torch.nn.functional.one_hot(torch.randint(0, sc.num_classes, (b,)), sc.num_classes).float().to(device)}
+    if objective == "multitask":
+        batch["masks"] = (torch.rand(b, 1, tc.image_size, tc.image_size, device=device) > 0.8).float()
+        batch["mask_valid"] = torch.ones(b, dtype=torch.bool, device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+    grids = engine.Grids(tc.token_grids, sc.token_grids)
+    monitor = D.EntropyMonitor(tc.embed_dim, num_classes=tc.num_classes).to(device).eval().requires_grad_(False)
+
+    rows = []
+    # teacher training: the teacher itself trained from scratch on the task losses
+    trainable = (create_model("cavmae-base") if args.paper else create_model("bench-teacher")).to(device).train()
+    opt = torch.optim.AdamW(trainable.parameters(), lr=1e-4)
+    config = RunConfig(objective=objective)
+
+    def train_teacher():
+        with autocast:
+            out = engine.outputs(trainable(batch["audio"], batch["frames"]))
+            loss = engine.total_loss(config, engine.task_losses(config, out, batch))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    seconds = _time(train_teacher, args.repeats, device)
+    rows.append(("teacher training", b / seconds, None))
+    del trainable, opt
+
+    for method in args.methods:
+        config = RunConfig(objective=objective, method=method)
+        base, _ = config.distill_method()
+        trainee = engine.Trainee(create_model("cavmae-tiny") if args.paper else create_model("bench-student"),
+                                 tc.embed_dim, fitnets=base == "fitnets").to(device).train()
+        opt = torch.optim.AdamW(trainee.parameters(), lr=1e-4)
+        use_monitor = monitor if base == "emktd" else None
+
+        def step():
+            with autocast:
+                t = engine.teacher_outputs(teacher, use_monitor, batch["audio"], batch["frames"], config.lam)
+                s = trainee(batch["audio"], engine.student_frames(batch["frames"], sc.image_size))
+                terms = engine.task_losses(config, s, batch)
+                terms.update(engine.distill_terms(config, t, s, grids))
+                loss = engine.total_loss(config, terms)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        step_s = _time(step, args.repeats, device)
+        with torch.no_grad(), autocast:
+            t = engine.teacher_outputs(teacher, use_monitor, batch["audio"], batch["frames"], config.lam)
+            s_ref = trainee(batch["audio"], engine.student_frames(batch["frames"], sc.image_size))
+        leaves = {k: v.detach().float().requires_grad_() for k, v in s_ref.items()}
+
+        def loss_only():
+            with autocast:
+                terms = engine.distill_terms(config, t, leaves, grids)
+            if terms:
+                sum(terms.values()).backward()
+
+        loss_s = _time(loss_only, args.repeats, device) if base != "none" else 0.0
+        rows.append((f"distill {method}", b / step_s, loss_s / step_s))
+
+    scale = "paper: cavmae-base -> cavmae-tiny, 1024 frames, 224 px" if args.paper else \
+        "embedded: bench-teacher -> bench-student, 512 frames, 128 px"
+    print(f"training throughput, {scale}; batch {b}, {'bf16' if args.bf16 else 'fp32'}, {hardware(device)}, "
+          f"torch {torch.__version__}")
+    print()
+    print("| step | samples/s | distillation loss share |")
+    print("|---|---:|---:|")
+    for name, rate, share in rows:
+        print(f"| {name} | {rate:.1f} | {'' if share is None else f'{100 * share:.1f} %'} |")
+
+
+if __name__ == "__main__":
+    main()
