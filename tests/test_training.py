@@ -203,3 +203,23 @@ def test_publish_writes_and_uploads_exactly_the_folder(small_bench, teacher_dir,
     uploaded = calls[-1][2]
     assert set(uploaded) == {"README.md", "config.json", "labels.txt", "model.safetensors"}
     assert all(uploaded[name] == (tmp_path / "hub3" / name).read_bytes() for name in uploaded)
+
+
+def test_teacher_cache_serves_part_of_a_batch(teacher_dir):
+    import engine
+
+    teacher = load_pretrained(teacher_dir)
+    c = teacher.config
+    torch.manual_seed(0)
+    audio, frames = torch.randn(3, c.audio_frames, c.num_mel_bins), torch.randn(3, 3, c.image_size, c.image_size)
+    cache = engine.TeacherCache(1.0)
+    first = engine.teacher_outputs(teacher, None, audio[:2], frames[:2], 1.0, ["a", "b"], cache)
+    mixed = engine.teacher_outputs(teacher, None, audio[1:], frames[1:], 1.0, ["b", "c"], cache)
+    plain = engine.teacher_outputs(teacher, None, audio, frames, 1.0)
+    assert (cache.hits, cache.misses) == (1, 3)
+    assert torch.equal(mixed["fused"][0], first["fused"][1])  # served from the cache
+    for name in ("logits", "audio", "visual", "fused"):
+        torch.testing.assert_close(mixed[name], plain[name][1:], atol=2e-2, rtol=1e-2)
+    tiny = engine.TeacherCache(1e-6)  # too small for one sample: nothing is kept
+    engine.teacher_outputs(teacher, None, audio[:1], frames[:1], 1.0, ["a"], tiny)
+    assert not tiny.store

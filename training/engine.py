@@ -108,12 +108,11 @@ class TeacherCache:
         self.store: dict[str, dict[str, torch.Tensor]] = {}
         self.hits = self.misses = 0
 
-    def get(self, keys: list[str]) -> dict[str, torch.Tensor] | None:
-        if not keys or any(k not in self.store for k in keys):
-            self.misses += len(keys)
-            return None
-        self.hits += len(keys)
-        return {name: torch.stack([self.store[k][name] for k in keys]) for name in self.store[keys[0]]}
+    def get(self, keys: list[str]) -> list[dict[str, torch.Tensor] | None]:
+        found = [self.store.get(k) for k in keys]
+        hits = sum(f is not None for f in found)
+        self.hits, self.misses = self.hits + hits, self.misses + len(keys) - hits
+        return found
 
     def put(self, keys: list[str], values: dict[str, torch.Tensor]) -> None:
         for i, key in enumerate(keys):
@@ -127,23 +126,31 @@ class TeacherCache:
 
 def teacher_outputs(teacher: AVTransformer, monitor, audio, frames, lam: float, keys=None,
                     cache: TeacherCache | None = None) -> dict[str, torch.Tensor]:
-    """Teacher logits, tokens, masks and (with a monitor) EM weights; cached by key when given."""
-    if cache is not None and keys is not None:
-        hit = cache.get(keys)
-        if hit is not None:
-            return {k: v.to(audio.device, torch.float32) for k, v in hit.items()}
-    with torch.no_grad():
-        out = {k: v.float() for k, v in outputs(teacher(audio, frames)).items()}
-        if monitor is not None:
-            for m, w in monitor.weights({m: out[m] for m in TOKEN_KEYS}, lam).items():
-                out[f"w_{m}"] = w
-        if cache is not None:
-            # Fresh outputs are rounded as cached ones are, so a resumed run (its cache empty)
-            # computes exactly what the uninterrupted one did.
-            out = {k: v.half().float() for k, v in out.items()}
-    if cache is not None and keys is not None:
-        cache.put(keys, out)
-    return out
+    """Teacher logits and tokens and (with a monitor) EM weights; with a cache and keys, only the
+    samples not cached yet go through the teacher."""
+    use_cache = cache is not None and keys is not None
+    found = cache.get(keys) if use_cache else [None] * audio.shape[0]
+    missing = [i for i, f in enumerate(found) if f is None]
+    fresh = {}
+    if missing:
+        index = torch.tensor(missing, device=audio.device)
+        with torch.no_grad():
+            out = teacher(audio[index], frames[index])
+            fresh = {"logits": out.logits.float(), **{m: t.float() for m, t in out.tokens().items()}}
+            if monitor is not None:
+                for m, w in monitor.weights({m: fresh[m] for m in TOKEN_KEYS}, lam).items():
+                    fresh[f"w_{m}"] = w
+            if cache is not None:
+                # Fresh outputs are rounded as cached ones are, so a batch mixes alike values.
+                fresh = {k: v.half().float() for k, v in fresh.items()}
+        if use_cache:
+            cache.put([keys[i] for i in missing], fresh)
+    if len(missing) == len(found):
+        return fresh
+    names = fresh.keys() if fresh else found[0].keys()
+    position = {i: j for j, i in enumerate(missing)}
+    return {name: torch.stack([fresh[name][position[i]] if f is None else f[name].to(audio.device, torch.float32)
+                               for i, f in enumerate(found)]) for name in names}
 
 
 # ---------------------------------------------------------------- the trained module and the losses
