@@ -223,3 +223,35 @@ def test_teacher_cache_serves_part_of_a_batch(teacher_dir):
     tiny = engine.TeacherCache(1e-6)  # too small for one sample: nothing is kept
     engine.teacher_outputs(teacher, None, audio[:1], frames[:1], 1.0, ["a"], tiny)
     assert not tiny.store
+
+
+def test_vggsound_paper_setup_with_an_official_style_checkpoint(small_bench, tmp_path):
+    """The paper's recipe (CAV-MAE .pth teacher, VGGSound layout, SpecAugment, mixup, label smoothing)
+    at toy size: a checkpoint in CAV-MAE's layout (``module.`` keys, no mask decoder) as the teacher."""
+    from data_formats import read_vggsound_csv
+
+    labels = sorted({row[2] for row in read_vggsound_csv(small_bench / "vggsound" / "vggsound.csv")})
+    torch.manual_seed(0)
+    teacher = create_model("bench-teacher", num_classes=len(labels), seg_decoder_dim=0)
+    checkpoint = tmp_path / "vgg_toy.pth"
+    torch.save({f"module.{k}": v for k, v in teacher.state_dict().items()}, checkpoint)
+    run = tmp_path / "run"
+    distill.main(["--preset", "vggsound-paper", "--vggsound-csv", str(small_bench / "vggsound" / "vggsound.csv"),
+                  "--clip-dir", str(small_bench / "vggsound" / "video"), "--teacher", str(checkpoint),
+                  "--student", "bench-student", "--out", str(run), "--batch-size", "4", "--workers", "0",
+                  "--stop-after-steps", "2", "--log-every", "1", "--seg-decoder-dim", "0", "--freqm", "24",
+                  "--timem", "96"])
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["mixup"] == 0.5 and saved["label_smoothing"] == 0.1 and saved["dataset"] == "vggsound"
+    steps = [r for r in records(run) if r["type"] == "train"]
+    assert len(steps) == 2 and "distill" in steps[0] and "kd" in steps[0]
+
+
+@pytest.mark.parametrize("preset,folder", [("avsbench-s4", "Single-source"), ("avsbench-ms3", "Multi-sources")])
+def test_avsbench_setups(small_bench, teacher_dir, tmp_path, preset, folder):
+    run = tmp_path / "run"
+    result = distill.main(["--preset", preset, "--data-root", str(small_bench / "avsbench" / folder), "--teacher",
+                           str(teacher_dir), "--out", str(run), "--epochs", "1", "--batch-size", "2", "--workers", "0",
+                           "--probe-epochs", "1"])
+    assert json.loads((run / "config.json").read_text())["resolved"]["monitor"] == "segmentation"
+    assert "mIoU" in result["student"] and result["student"]["frames"] > 0

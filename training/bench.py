@@ -5,8 +5,8 @@ and the share of the step spent in the distillation loss.
     python training/bench.py --paper --device cuda --batch 48 --bf16   # the paper's scale on a GPU
 
 Inputs are random tensors of the real shapes, so the numbers do not depend on data loading.
-A distillation step = the teacher's forward (uncached) + the student's forward and backward +
-every loss term.  The loss share times the method's own terms (forward and backward into the
+A distillation step = the teacher's forward (uncached; skipped for method none) + the
+student's forward and backward + every loss term.  The loss share times the method's own terms (forward and backward into the
 student's tokens, as a leaf) against the whole step.
 """
 
@@ -101,10 +101,11 @@ def main(argv=None) -> None:
 
         def step():
             with autocast:
-                t = engine.teacher_outputs(teacher, use_monitor, batch["audio"], batch["frames"], config.lam)
                 s = trainee(batch["audio"], engine.student_frames(batch["frames"], sc.image_size))
                 terms = engine.task_losses(config, s, batch)
-                terms.update(engine.distill_terms(config, t, s, grids))
+                if method != "none":  # as in training: without distillation the teacher idles
+                    t = engine.teacher_outputs(teacher, use_monitor, batch["audio"], batch["frames"], config.lam)
+                    terms.update(engine.distill_terms(config, t, s, grids))
                 loss = engine.total_loss(config, terms)
             opt.zero_grad()
             loss.backward()
@@ -122,8 +123,8 @@ def main(argv=None) -> None:
             if terms:
                 sum(terms.values()).backward()
 
-        loss_s = _time(loss_only, args.repeats, device) if base != "none" else 0.0
-        rows.append((f"distill {method}", b / step_s, loss_s / step_s))
+        loss_s = _time(loss_only, args.repeats, device) if base != "none" else None
+        rows.append((f"distill {method}", b / step_s, None if loss_s is None else loss_s / step_s))
 
     scale = "paper: cavmae-base -> cavmae-tiny, 1024 frames, 224 px" if args.paper else \
         "embedded: bench-teacher -> bench-student, 512 frames, 128 px"

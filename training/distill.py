@@ -253,7 +253,10 @@ def main(argv=None) -> dict | None:
 
         if not probe_path.is_file():
             if rank == 0:
-                losses = engine.train_probes(config, teacher, monitor, run_data.train, device, progress)
+                # Segmentation probes need masks: the first annotated frame has one in every layout.
+                visits = data.FrameVisits(run_data.train.clips, 1 if monitor.task == "segmentation"
+                                          else config.frames_per_clip, config.seed)
+                losses = engine.train_probes(config, teacher, monitor, visits, device, progress)
                 run.log({"type": "probes", "epoch_losses": losses})
                 save_file({k: v.contiguous() for k, v in monitor.state_dict().items()}, str(probe_path) + ".tmp")
                 os.replace(str(probe_path) + ".tmp", probe_path)

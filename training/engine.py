@@ -315,7 +315,7 @@ def train_one_epoch(config: RunConfig, trainee: nn.Module, teacher: AVTransforme
         augmented = augment(config, batch, generator)
         with autocast:
             t = None
-            if teacher is not None:
+            if teacher is not None and config.method != "none":  # without distillation the teacher idles
                 t = teacher_outputs(teacher, monitor, batch["audio"], batch["frames"], config.lam,
                                     None if augmented else batch["key"], cache)
             s = trainee(batch["audio"], student_frames(batch["frames"], student.config.image_size))
@@ -459,7 +459,7 @@ def evaluate(config: RunConfig, model: AVTransformer, dataset, device, modes: di
             for m, w in monitor.weights(out.tokens(), config.lam).items():
                 weights[mode][m].append(float(w.mean()))
     result = {"clips": len(ids), "unreadable": len(skipped), "seconds": round(time.time() - started, 1)}
-    if scores:
+    if scores and config.objective != "segmentation":
         s, t = torch.stack(scores).numpy(), torch.stack(targets).numpy()
         result.update(classification_metrics(s, t))
         if modes:
