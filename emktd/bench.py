@@ -1,4 +1,4 @@
-"""Benchmarks that print tables.  ``python -m emktd.bench {loss,decode} --help``.
+"""Benchmarks that print tables.  ``python -m emktd.bench {loss,decode,presets} --help``.
 
 ``loss``: time and peak memory of the EM-KTD loss (forward + backward) beside
 the student's own forward + backward, at the paper's token shapes (audio 512,
@@ -207,6 +207,19 @@ def bench_decode(args) -> None:
           f"{result['mb']:.0f} |")
 
 
+def bench_presets(args) -> None:
+    from .models import create_model
+
+    print("| preset | width | blocks (a + v + fused) | parameters | of cavmae-base |")
+    print("|---|---:|---|---:|---:|")
+    with torch.device("meta"):
+        base = create_model("cavmae-base").num_parameters()
+        for name, config in PRESETS.items():
+            n = create_model(name).num_parameters()
+            print(f"| `{name}` | {config.embed_dim} | {config.depth_audio} + {config.depth_visual} + "
+                  f"{config.depth_fused} | {n:,} | {100 * n / base:.2f} % |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m emktd.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -217,6 +230,7 @@ def main(argv=None) -> None:
     loss.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="autocast dtype")
     loss.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=KERNELS)
     loss.add_argument("--repeats", type=int, default=5, help="timed repetitions after one warm-up")
+    sub.add_parser("presets", help="parameter counts of the model presets")
     decode = sub.add_parser("decode", help="load_clip on a long high-resolution clip")
     decode.add_argument("--minutes", type=float, default=10.0)
     decode.add_argument("--height", type=int, default=1080)
@@ -238,6 +252,8 @@ def main(argv=None) -> None:
         bench_loss(args)
     elif args.command == "decode":
         bench_decode(args)
+    elif args.command == "presets":
+        bench_presets(args)
     elif args.command == "_decode":
         print(json.dumps(_run_decode(args.path, args.frames, args.max_side)))
     else:
