@@ -13,7 +13,6 @@ file) raises :class:`MediaError` naming the file and the reason.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 

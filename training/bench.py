@@ -43,6 +43,23 @@ def _time(fn, repeats: int, device) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _teacher_training_s(paper: bool, objective: str, batch: dict, autocast, repeats: int, device) -> float:
+    """Seconds per step of training a teacher from scratch on the task losses."""
+    model = (create_model("cavmae-base") if paper else create_model("bench-teacher")).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    config = RunConfig(objective=objective)
+
+    def step():
+        with autocast:
+            out = engine.outputs(model(batch["audio"], batch["frames"]))
+            loss = engine.total_loss(config, engine.task_losses(config, out, batch))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return _time(step, repeats, device)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--paper", action="store_true", help="cavmae-base -> cavmae-tiny, 1024 frames, 224 px")
@@ -73,23 +90,8 @@ def main(argv=None) -> None:
     grids = engine.Grids(tc.token_grids, sc.token_grids)
     monitor = D.EntropyMonitor(tc.embed_dim, num_classes=tc.num_classes).to(device).eval().requires_grad_(False)
 
-    rows = []
-    # teacher training: the teacher itself trained from scratch on the task losses
-    trainable = (create_model("cavmae-base") if args.paper else create_model("bench-teacher")).to(device).train()
-    opt = torch.optim.AdamW(trainable.parameters(), lr=1e-4)
-    config = RunConfig(objective=objective)
-
-    def train_teacher():
-        with autocast:
-            out = engine.outputs(trainable(batch["audio"], batch["frames"]))
-            loss = engine.total_loss(config, engine.task_losses(config, out, batch))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    seconds = _time(train_teacher, args.repeats, device)
-    rows.append(("teacher training", b / seconds, None))
-    del trainable, opt
+    rows = [("teacher training", b / _teacher_training_s(args.paper, objective, batch, autocast, args.repeats,
+                                                       device), None)]
 
     for method in args.methods:
         config = RunConfig(objective=objective, method=method)

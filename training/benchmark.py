@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -146,12 +147,9 @@ def build(root: Path, size: Size, seed: int, pack_path: Path, formats_: tuple[st
     unknown = set(formats_) - set(FORMATS)
     if unknown:
         raise SystemExit(f"unknown format(s) {sorted(unknown)}; expected some of {', '.join(FORMATS)}")
-    if "vggsound" in formats_:
-        try:
-            import av  # noqa: F401
-        except ImportError:
-            raise SystemExit("the vggsound format writes mp4 clips and needs PyAV; "
-                             "pass --formats s4,ms3 on machines without it") from None
+    if "vggsound" in formats_ and importlib.util.find_spec("av") is None:
+        raise SystemExit("the vggsound format writes mp4 clips and needs PyAV; "
+                         "pass --formats s4,ms3 on machines without it")
     pack = sources.load_pack(pack_path)
     num_classes = min(len(pack.classes), max_classes or len(pack.classes))
     partial = root.with_name(root.name + ".partial")

@@ -327,6 +327,24 @@ class CavMaeJsonDataset(_Dataset):
 
 # ---------------------------------------------------------------- AVSBench
 
+def s4_paths(root: Path, split: str, category: str, name: str, frames: int = 5) -> dict:
+    """Where AVSBench's Single-source layout keeps one clip's files."""
+    data = Path(root) / "s4_data"
+    return {"frames": [data / "visual_frames" / split / category / name / f"{name}_{k}.png" for k in range(1, frames + 1)],
+            "masks": [data / "gt_masks" / split / category / name / f"{name}_{k}.png" for k in range(1, frames + 1)],
+            "wav": data / "audio_wav" / split / category / f"{name}.wav",
+            "log_mel": data / "audio_log_mel" / split / category / f"{name}.pkl"}
+
+
+def ms3_paths(root: Path, split: str, vid: str, frames: int = 5) -> dict:
+    """Where AVSBench's Multi-sources layout keeps one clip's files (frames are not split by split)."""
+    data = Path(root) / "ms3_data"
+    return {"frames": [data / "visual_frames" / vid / f"{vid}.mp4_{k}.png" for k in range(1, frames + 1)],
+            "masks": [data / "gt_masks" / split / vid / f"{vid}_{k}.png" for k in range(1, frames + 1)],
+            "wav": data / "audio_wav" / split / f"{vid}.wav",
+            "log_mel": data / "audio_log_mel" / split / f"{vid}.pkl"}
+
+
 class _AVSBench(_Dataset):
     """Shared AVSBench reading: five frames, five masks (S4 train: only the first), the raw wav.
 
@@ -377,7 +395,6 @@ class AVSBenchS4Dataset(_AVSBench):
                 raise FormatError(f"{root / 's4_meta_data.csv'}: expected columns name, category, split")
             rows = list(reader)
         self.labels = labels if labels is not None else sorted({r["category"] for r in rows})
-        data = root / "s4_data"
         self.manifest = Manifest(f"AVSBench S4 {split} ({root})")
         self.items = []
         for row in rows:
@@ -385,12 +402,7 @@ class AVSBenchS4Dataset(_AVSBench):
                 continue
             self.manifest.rows += 1
             name, category = row["name"], row["category"]
-            frame_dir = data / "visual_frames" / split / category / name
-            item = {"id": name, "labels": [self.labels.index(category)],
-                    "frames": [frame_dir / f"{name}_{k}.png" for k in range(1, self.FRAMES + 1)],
-                    "masks": [data / "gt_masks" / split / category / name / f"{name}_{k}.png"
-                              for k in range(1, self.FRAMES + 1)],
-                    "wav": data / "audio_wav" / split / category / f"{name}.wav"}
+            item = {"id": name, "labels": [self.labels.index(category)], **s4_paths(root, split, category, name)}
             if all(p.is_file() for p in item["frames"]) and item["wav"].is_file() and item["masks"][0].is_file():
                 self.items.append(item)
             else:
@@ -417,7 +429,6 @@ class AVSBenchMS3Dataset(_AVSBench):
             rows = list(reader)
         names = sorted({n for r in rows for n in (r.get("labels") or "").split(";") if n})
         self.labels = labels if labels is not None else names
-        data = root / "ms3_data"
         self.manifest = Manifest(f"AVSBench MS3 {split} ({root})")
         self.items = []
         for row in rows:
@@ -425,11 +436,8 @@ class AVSBenchMS3Dataset(_AVSBench):
                 continue
             self.manifest.rows += 1
             vid = row["video_id"]
-            item = {"id": vid,
-                    "labels": [self.labels.index(n) for n in (row.get("labels") or "").split(";") if n],
-                    "frames": [data / "visual_frames" / vid / f"{vid}.mp4_{k}.png" for k in range(1, self.FRAMES + 1)],
-                    "masks": [data / "gt_masks" / split / vid / f"{vid}_{k}.png" for k in range(1, self.FRAMES + 1)],
-                    "wav": data / "audio_wav" / split / f"{vid}.wav"}
+            item = {"id": vid, "labels": [self.labels.index(n) for n in (row.get("labels") or "").split(";") if n],
+                    **ms3_paths(root, split, vid)}
             if all(p.is_file() for p in item["frames"]) and item["wav"].is_file():
                 self.items.append(item)
             else:
@@ -451,35 +459,26 @@ def write_vggsound_csv(path: Path, rows: list[tuple[str, int, str, str]]) -> Non
         csv.writer(f).writerows(rows)
 
 
+def _write_avsbench_clip(paths: dict, clip, annotated: list[int], with_mask, palette: bool,
+                         sample_rate_hz: int) -> None:
+    for path in (paths["frames"][0], paths["masks"][0], paths["wav"], paths["log_mel"]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    for k, index in enumerate(annotated):
+        write_png(paths["frames"][k], clip.frames[index])
+        if with_mask(k):
+            write_mask(paths["masks"][k], clip.masks[k], palette=palette)
+    write_wav(paths["wav"], clip.audio, sample_rate_hz)
+    torch.save(vggish_log_mel(clip.audio, len(annotated), sample_rate_hz), paths["log_mel"])
+
+
 def write_s4_clip(root: Path, split: str, category: str, name: str, clip, annotated: list[int],
                   sample_rate_hz: int = SAMPLE_RATE_HZ) -> None:
-    data = root / "s4_data"
-    frame_dir = data / "visual_frames" / split / category / name
-    mask_dir = data / "gt_masks" / split / category / name
-    frame_dir.mkdir(parents=True, exist_ok=True)
-    mask_dir.mkdir(parents=True, exist_ok=True)
-    for k, index in enumerate(annotated, 1):
-        write_png(frame_dir / f"{name}_{k}.png", clip.frames[index])
-        if split != "train" or k == 1:  # AVSBench S4 annotates only the first frame of training clips
-            write_mask(mask_dir / f"{name}_{k}.png", clip.masks[k - 1])
-    for sub in ("audio_wav", "audio_log_mel"):
-        (data / sub / split / category).mkdir(parents=True, exist_ok=True)
-    write_wav(data / "audio_wav" / split / category / f"{name}.wav", clip.audio, sample_rate_hz)
-    torch.save(vggish_log_mel(clip.audio, len(annotated), sample_rate_hz),
-               data / "audio_log_mel" / split / category / f"{name}.pkl")
+    # AVSBench S4 annotates only the first frame of its training clips.
+    _write_avsbench_clip(s4_paths(root, split, category, name, len(annotated)), clip, annotated,
+                         lambda k: split != "train" or k == 0, False, sample_rate_hz)
 
 
 def write_ms3_clip(root: Path, split: str, vid: str, clip, annotated: list[int],
                    sample_rate_hz: int = SAMPLE_RATE_HZ) -> None:
-    data = root / "ms3_data"
-    frame_dir = data / "visual_frames" / vid
-    mask_dir = data / "gt_masks" / split / vid
-    frame_dir.mkdir(parents=True, exist_ok=True)
-    mask_dir.mkdir(parents=True, exist_ok=True)
-    for k, index in enumerate(annotated, 1):
-        write_png(frame_dir / f"{vid}.mp4_{k}.png", clip.frames[index])
-        write_mask(mask_dir / f"{vid}_{k}.png", clip.masks[k - 1], palette=True)
-    for sub in ("audio_wav", "audio_log_mel"):
-        (data / sub / split).mkdir(parents=True, exist_ok=True)
-    write_wav(data / "audio_wav" / split / f"{vid}.wav", clip.audio, sample_rate_hz)
-    torch.save(vggish_log_mel(clip.audio, len(annotated), sample_rate_hz), data / "audio_log_mel" / split / f"{vid}.pkl")
+    _write_avsbench_clip(ms3_paths(root, split, vid, len(annotated)), clip, annotated, lambda k: True, True,
+                         sample_rate_hz)

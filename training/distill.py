@@ -300,7 +300,8 @@ def main(argv=None) -> dict | None:
     sampler = engine.ResumableSampler(len(run_data.train), config.seed)
     steps_per_epoch = math.ceil(len(sampler.indices()) / config.batch_size)
     cache = engine.TeacherCache(config.cache_teacher_gb) if distilling and config.cache_teacher_gb > 0 else None
-    bar = tqdm(total=steps_per_epoch * config.epochs, initial=state.global_step, desc=f"{config.task} {config.method}",
+    bar = tqdm(total=steps_per_epoch * config.epochs, initial=state.global_step,
+               desc=f"distill {config.method}" if distilling else "train teacher",
                disable=not progress, smoothing=0.05)
     run.log({"type": "start", "resumed_at": state.global_step if config.resume else None, "world_size": world_size,
              "device": hardware(device), "train_clips": len(run_data.train), "eval_clips": len(run_data.eval),

@@ -28,7 +28,7 @@ def main() -> None:
     model = load_silero_vad(onnx=True)
     stamps_root = sources.fetch(benchmark.DEFAULT_CACHE) / sources.STAMPS_DIR
     kept = {stamp: name for name, stamps in sources.CLASSES.items() for stamp in stamps}
-    print(f"| stamp | decision | speech fraction | mean speech probability |")
+    print("| stamp | decision | speech fraction | mean speech probability |")
     print("|---|---|---:|---:|")
     for stamp in sources.sounding_stamps(stamps_root):
         audio = torch.from_numpy(sources.decode_sound(stamps_root / f"{stamp}.ogg"))
