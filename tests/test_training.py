@@ -54,6 +54,8 @@ def test_distill_end_to_end(small_bench, teacher_dir, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["student"]["clips"] == 6 and {"top1", "mAP", "mIoU", "legacy_fscore", "fscore"} <= set(metrics["student"])
     assert set(metrics["teacher"]["em_weights_by_mode"]) <= {"clean", "audio", "visual", "multi"}
+    parts = metrics["student"]["segmentation_by_part"]
+    assert set(parts) == {"S4", "MS3"} and parts["S4"]["frames"] + parts["MS3"]["frames"] == metrics["student"]["frames"]
     assert metrics == result
     # The saved student is the trained one.
     assert distill._state_digest(load_pretrained(run / "student")) == (run / "final_student_sha256.txt").read_text().strip()

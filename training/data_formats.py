@@ -234,6 +234,8 @@ class VGGSoundDataset(_Dataset):
     order (default: sorted labels of the csv, all splits).
     """
 
+    short = "vggsound"
+
     def __init__(self, csv_path: Path, clip_dir: Path, split: str, labels: list[str] | None = None,
                  fbank: FbankConfig = FbankConfig(), image_size: int = 224, num_frames: int = 10,
                  frame_policy: str = "middle", clip_s: float | None = 10.0, seed: int = 0):
@@ -289,6 +291,8 @@ def read_cavmae_labels(path: Path) -> tuple[list[str], list[str]]:
 
 class CavMaeJsonDataset(_Dataset):
     """CAV-MAE data json + label csv; frames ``<video_path>/frame_<k>/<video_id>.jpg``, audio ``wav``."""
+
+    short = "cavmae"
 
     def __init__(self, json_path: Path, label_csv: Path, fbank: FbankConfig = FbankConfig(),
                  image_size: int = 224, num_frames: int = 10, frame_policy: str = "middle", seed: int = 0):
@@ -385,6 +389,8 @@ class AVSBenchS4Dataset(_AVSBench):
     """``Single-source/``: s4_meta_data.csv (name,...,category,split) and s4_data/{visual_frames,gt_masks,
     audio_wav}/<split>/<category>/<name>..."""
 
+    short = "S4"
+
     def __init__(self, root: Path, split: str, labels: list[str] | None = None, fbank: FbankConfig = FbankConfig(),
                  image_size: int = 224, audio_windows: int | None = None):
         root = Path(root)
@@ -417,6 +423,8 @@ class AVSBenchMS3Dataset(_AVSBench):
     MS3 has no category column; this project's benchmark adds an optional ``labels``
     column (';'-separated class names) that real MS3 files lack.
     """
+
+    short = "MS3"
 
     def __init__(self, root: Path, split: str, labels: list[str] | None = None, fbank: FbankConfig = FbankConfig(),
                  image_size: int = 224, audio_windows: int | None = None):

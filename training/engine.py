@@ -430,15 +430,17 @@ def evaluate(config: RunConfig, model: AVTransformer, dataset, device, modes: di
     model.eval()
     scores, targets, ids = [], [], []
     meter = SegmentationMeter()
+    part_meters: dict[str, SegmentationMeter] = defaultdict(SegmentationMeter)  # S4 and MS3 apart
     weights: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     data_loader = loader(dataset, 1, ResumableSampler(len(dataset), 0, shuffle=False), config.workers)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and config.bf16)
     skipped = []
     started = time.time()
-    for batch, errors in tqdm(data_loader, desc=desc, disable=not progress):
+    for index, (batch, errors) in enumerate(tqdm(data_loader, desc=desc, disable=not progress)):
         skipped += [e["id"] for e in errors]
         if batch is None:
             continue
+        part = dataset.locate(index)[0].short if hasattr(dataset, "locate") else getattr(dataset, "short", "all")
         frames = batch["frames"][0]
         if frames.ndim == 3:
             frames = frames[None]
@@ -453,7 +455,9 @@ def evaluate(config: RunConfig, model: AVTransformer, dataset, device, modes: di
             if valid.any():
                 pred = F.interpolate(out.mask_logits.float(), size=batch["masks"].shape[-2:], mode="bilinear",
                                      align_corners=False)
-                meter.update(pred[valid.to(pred.device)].cpu(), batch["masks"][0][valid])
+                pred, truth = pred[valid.to(pred.device)].cpu(), batch["masks"][0][valid]
+                meter.update(pred, truth)
+                part_meters[part].update(pred, truth)
         if monitor is not None and modes:
             mode = modes.get(batch["id"][0], "unknown")
             for m, w in monitor.weights(out.tokens(), config.lam).items():
@@ -470,6 +474,7 @@ def evaluate(config: RunConfig, model: AVTransformer, dataset, device, modes: di
             result["top1_by_mode"] = {m: float(np.mean(v)) for m, v in sorted(by_mode.items())}
     if meter.ious:
         result.update(meter.result())
+        result["segmentation_by_part"] = {name: m.result() for name, m in sorted(part_meters.items())}
     if weights:
         result["em_weights_by_mode"] = {mode: {m: float(np.mean(v)) for m, v in ws.items()}
                                         for mode, ws in sorted(weights.items())}
