@@ -1,0 +1,125 @@
+"""ONNX export of the network and an onnxruntime wrapper with the model's interface.
+
+    python -m emktd.export MODEL_DIR            # writes MODEL_DIR/model.onnx and checks it against torch
+
+The graph is the network only: fbank ``[B, T, F]`` and frames ``[B, 3, S, S]`` in; logits,
+mask logits (when the model has a decoder) and the audio, visual and fused tokens out, with
+a dynamic batch dimension.  Feature extraction (Kaldi fbank) stays in Python: it does not export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .models import AVOutput, AVTransformer
+
+OUTPUTS = ("logits", "mask_logits", "audio_tokens", "visual_tokens", "fused_tokens")
+
+
+class _Graph(torch.nn.Module):
+    """A tuple-returning view of the joint forward, for the exporter."""
+
+    def __init__(self, model: AVTransformer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio, frames):
+        out = self.model(audio, frames)
+        items = [out.logits, out.mask_logits, out.audio_tokens, out.visual_tokens, out.fused_tokens]
+        return tuple(t for t in items if t is not None)
+
+
+def output_names(model: AVTransformer) -> list[str]:
+    return [n for n in OUTPUTS if n != "mask_logits" or model.mask_decoder is not None]
+
+
+def export_onnx(model: AVTransformer, path: str | Path, opset: int = 18) -> Path:
+    path = Path(path)
+    model = model.eval()
+    c = model.config
+    audio = torch.randn(2, c.audio_frames, c.num_mel_bins)
+    frames = torch.randn(2, 3, c.image_size, c.image_size)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    tmp = path.with_name(path.name + ".tmp")
+    with warnings.catch_warnings():
+        # Both inputs share the one batch dimension; the exporter says so for each.
+        warnings.filterwarnings("ignore", message="# The axis name")
+        torch.onnx.export(_Graph(model).eval(), (audio, frames), str(tmp), dynamo=True, opset_version=opset,
+                          input_names=["audio", "frames"], output_names=output_names(model),
+                          dynamic_shapes={"audio": {0: batch}, "frames": {0: batch}}, external_data=False,
+                          verbose=False)
+    tmp.replace(path)
+    return path
+
+
+def providers() -> list[str]:
+    """CUDA where onnxruntime offers it and a GPU is present, else the CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available and torch.cuda.is_available():
+        wanted.insert(0, "CUDAExecutionProvider")
+    return wanted
+
+
+class OnnxModel:
+    """Runs ``model.onnx`` with onnxruntime and answers like :class:`AVTransformer` (joint forward)."""
+
+    def __init__(self, path: str | Path, config, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=providers())
+        self.config = config
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, audio: torch.Tensor, frames: torch.Tensor) -> AVOutput:
+        feeds = {"audio": np.ascontiguousarray(audio.detach().cpu().numpy(), dtype=np.float32),
+                 "frames": np.ascontiguousarray(frames.detach().cpu().numpy(), dtype=np.float32)}
+        values = dict(zip(self.names, (torch.from_numpy(v) for v in self.session.run(None, feeds))))
+        return AVOutput(values["logits"], values["audio_tokens"], values["visual_tokens"], values["fused_tokens"],
+                        values.get("mask_logits"))
+
+
+def check(model: AVTransformer, onnx_path: str | Path, batch: int = 3, seed: int = 0) -> dict[str, float]:
+    """onnxruntime against torch on random inputs: max logit difference, mask pixel agreement."""
+    torch.manual_seed(seed)
+    c = model.config
+    audio, frames = torch.randn(batch, c.audio_frames, c.num_mel_bins), torch.randn(batch, 3, c.image_size, c.image_size)
+    with torch.no_grad():
+        ref = model.eval()(audio, frames)
+    got = OnnxModel(onnx_path, c)(audio, frames)
+    result = {"logits_max_abs_diff": float((ref.logits - got.logits).abs().max()),
+              "fused_max_abs_diff": float((ref.fused_tokens - got.fused_tokens).abs().max())}
+    if ref.mask_logits is not None:
+        result["mask_agreement"] = float(((ref.mask_logits > 0) == (got.mask_logits > 0)).float().mean())
+    return result
+
+
+def main(argv=None) -> None:
+    from .hub import load_pretrained
+
+    p = argparse.ArgumentParser(prog="python -m emktd.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model_dir", type=Path, help="a model folder (config.json + model.safetensors)")
+    p.add_argument("--out", type=Path, default=None, help="default MODEL_DIR/model.onnx")
+    p.add_argument("--opset", type=int, default=18)
+    args = p.parse_args(argv)
+    model = load_pretrained(args.model_dir)
+    out = export_onnx(model, args.out or args.model_dir / "model.onnx", args.opset)
+    result = check(model, out)
+    print(f"{out}: {out.stat().st_size / 2**20:.1f} MB; onnxruntime vs torch: "
+          + ", ".join(f"{k} {v:.2e}" if "diff" in k else f"{k} {100 * v:.3f} %" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()
