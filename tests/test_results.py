@@ -1,0 +1,39 @@
+import json
+
+import pytest
+
+import config as cfg
+import results
+
+
+def fake_run(folder, seed, top1, s4_miou, task="distill", method="emktd+kd"):
+    folder.mkdir(parents=True)
+    config = json.loads(cfg.to_json(cfg.RunConfig(task=task, method=method, seed=seed)))
+    (folder / "config.json").write_text(json.dumps(config))
+    student = {"clips": 600, "top1": top1, "mAP": 0.5, "segmentation_by_part": {"S4": {"mIoU": s4_miou}}}
+    metrics = {"student": student, "student_parameters": 347970, "hardware": "cpu", "train_seconds": 1.0}
+    if task == "distill":
+        metrics["teacher"] = {"top1": 0.8, "em_weights_by_mode": {"audio": {"audio": 0.9, "visual": 0.1, "fused": 0.5}}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_records_and_table(tmp_path):
+    out = tmp_path / "results"
+    results.record(fake_run(tmp_path / "a", 0, 0.60, 0.40), "emktd-s0", out)
+    results.record(fake_run(tmp_path / "b", 1, 0.70, 0.50), "emktd-s1", out)
+    results.record(fake_run(tmp_path / "t", 0, 0.80, 0.70, task="teacher"), "teacher", out)
+    text = results.table(out)
+    lines = text.splitlines()
+    assert lines[2].startswith("| teacher | - | 1 |")
+    # Two seeds of one setting: mean 65.0, sample standard deviation 7.1 (top-1); 45.0 ± 7.1 (S4 mIoU).
+    emktd = next(line for line in lines if "emktd+kd" in line)
+    assert "| 2 | 347,970 | 65.0 ± 7.1 | 50.0 ± 0.0 | 45.0 ± 7.1 | - |" in emktd
+    assert "| only the audio | 0.900 | 0.100 | 0.500 |" in results.monitor_table(out)
+
+
+def test_record_needs_a_finished_run(tmp_path):
+    with pytest.raises(SystemExit, match="metrics.json"):
+        (tmp_path / "r").mkdir()
+        (tmp_path / "r" / "config.json").write_text("{}")
+        results.record(tmp_path / "r", "x", tmp_path)

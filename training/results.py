@@ -1,0 +1,134 @@
+"""Run records and the results tables built from them.
+
+    python training/results.py record runs/RUN --name emktd+kd-s0   # results/<name>.json, a few KB
+    python training/results.py table                                 # the README's tables, from results/*.json
+
+A record keeps what a table needs from a finished run: the resolved config, the teacher's
+and the student's metrics on the evaluation split (with S4 and MS3 apart), clip counts,
+parameter counts, hardware and wall time.  Runs of one setting that differ only in the
+seed are one table row: mean and standard deviation over the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "results"
+SETTING = ("task", "method", "kernel", "gamma", "lam", "beta", "student", "student_image_size", "epochs", "dataset")
+COLUMNS = [("top-1", ("top1",), 100), ("mAP", ("mAP",), 100),
+           ("S4 mIoU", ("segmentation_by_part", "S4", "mIoU"), 100),
+           ("S4 F (legacy)", ("segmentation_by_part", "S4", "legacy_fscore"), 100),
+           ("MS3 mIoU", ("segmentation_by_part", "MS3", "mIoU"), 100),
+           ("MS3 F (legacy)", ("segmentation_by_part", "MS3", "legacy_fscore"), 100)]
+
+
+def _summary(metrics: dict) -> dict:
+    keep = ("clips", "frames", "top1", "top5", "mAP", "mAUC", "mIoU", "legacy_fscore", "fscore", "top1_by_mode",
+            "em_weights_by_mode", "segmentation_by_part")
+    return {k: metrics[k] for k in keep if k in metrics}
+
+
+def record(run: Path, name: str, out_dir: Path = RESULTS) -> Path:
+    run = Path(run)
+    for needed in ("config.json", "metrics.json"):
+        if not (run / needed).is_file():
+            raise SystemExit(f"{run}: missing {needed}; expected a finished run folder")
+    config = json.loads((run / "config.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    entry = {"name": name, "config": config,
+             "student": _summary(metrics["student"]),
+             "teacher": _summary(metrics["teacher"]) if "teacher" in metrics else None,
+             **{k: metrics.get(k) for k in ("hardware", "world_size", "train_seconds", "wall_seconds", "train_clips",
+                                             "student_parameters", "teacher_parameters", "manifest")}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(entry, indent=1) + "\n")
+    return path
+
+
+def _get(metrics: dict, keys: tuple[str, ...]):
+    for key in keys:
+        if not isinstance(metrics, dict) or key not in metrics:
+            return None
+        metrics = metrics[key]
+    return metrics
+
+
+def _cell(values: list[float], scale: float) -> str:
+    values = [v * scale for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def table(results_dir: Path = RESULTS) -> str:
+    entries = [json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))]
+    if not entries:
+        raise SystemExit(f"{results_dir}: no run records; write some with `python training/results.py record`")
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for e in entries:
+        groups[tuple(e["config"].get(k) for k in SETTING)].append(e)
+    header = "| model | method | seeds | parameters | " + " | ".join(c[0] for c in COLUMNS) + " |"
+    lines = [header, "|---|---|---:|---:|" + "---:|" * len(COLUMNS)]
+    for key, runs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "teacher", str(kv[0][1]), str(kv[0]))):
+        c = runs[0]["config"]
+        label = "teacher" if c["task"] == "teacher" else c["student"] + (
+            f" @{c['student_image_size']}px" if c.get("student_image_size") else "")
+        method = "-" if c["task"] == "teacher" else c["method"] + (
+            f" ({c['kernel']}, γ={c['gamma']})" if c["method"].split("+")[0] in ("ktd", "emktd") else "")
+        if c["method"].startswith("emktd") and c["task"] != "teacher":
+            method += f", λ={c['lam']}"
+        seeds = len({r["config"]["seed"] for r in runs})
+        cells = [_cell([_get(r["student"], keys) for r in runs], scale) for _, keys, scale in COLUMNS]
+        lines.append(f"| {label} | {method} | {seeds} | {runs[0].get('student_parameters') or 0:,} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def monitor_table(results_dir: Path = RESULTS) -> str:
+    """The entropy monitor at work: mean EM weight per modality by informativeness mode (teacher tokens)."""
+    entries = [json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))]
+    found = [e for e in entries if e.get("teacher") and e["teacher"].get("em_weights_by_mode")]
+    if not found:
+        return "no EM-KTD run records"
+    rows = defaultdict(lambda: defaultdict(list))
+    for e in found:
+        for mode, weights in e["teacher"]["em_weights_by_mode"].items():
+            for modality, w in weights.items():
+                rows[mode][modality].append(w)
+    lines = ["| test clips where ... tells the class | audio weight | visual weight | fused weight |",
+             "|---|---:|---:|---:|"]
+    names = {"audio": "only the audio", "visual": "only the picture", "clean": "both", "multi": "both (two sources)"}
+    for mode in ("audio", "visual", "clean", "multi"):
+        if mode in rows:
+            lines.append(f"| {names[mode]} | " + " | ".join(f"{statistics.mean(rows[mode][m]):.3f}"
+                                                            for m in ("audio", "visual", "fused")) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("record", help="keep a finished run's results in results/")
+    r.add_argument("run", type=Path)
+    r.add_argument("--name", required=True)
+    t = sub.add_parser("table", help="print the results tables")
+    t.add_argument("--dir", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    if args.command == "record":
+        print(record(args.run, args.name))
+    else:
+        print(table(args.dir))
+        print()
+        print(monitor_table(args.dir))
+
+
+if __name__ == "__main__":
+    main()
