@@ -312,7 +312,7 @@ def main(argv=None) -> dict | None:
         run_data.train.set_epoch(state.epoch)
         sampler.set_position(state.epoch, state.step_in_epoch, config.batch_size)
         data_loader = engine.loader(run_data.train, config.batch_size, sampler, config.workers)
-        finished = engine.train_one_epoch(config, model, teacher, monitor, grids, data_loader, sampler, optimizer,
+        finished = engine.train_one_epoch(config, model, teacher, monitor, grids, data_loader, optimizer,
                                           state, generator, device, cache, run.log, checkpoint, bar)
         if not finished:
             break

@@ -293,7 +293,7 @@ class State:
 
 
 def train_one_epoch(config: RunConfig, trainee: nn.Module, teacher: AVTransformer | None, monitor, grids: Grids | None,
-                    data_loader, sampler: ResumableSampler, optimizer, state: State, generator: torch.Generator,
+                    data_loader, optimizer, state: State, generator: torch.Generator,
                     device, cache: TeacherCache | None, log, checkpoint, bar=None) -> bool:
     """Train until the epoch ends (True) or ``stop_after_steps`` is reached (False)."""
     trainee.train()
