@@ -180,6 +180,13 @@ def test_publish_writes_and_uploads_exactly_the_folder(small_bench, teacher_dir,
     with torch.no_grad():
         torch.testing.assert_close(model(audio, frames).logits, original(audio, frames).logits, rtol=0, atol=0)
 
+    half = publish.main([str(run), "--repo-id", "someone/emktd-student", "--dry-run", "--fp16",
+                         "--out", str(tmp_path / "half")])
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (folder / "model.safetensors").stat().st_size
+    with torch.no_grad():
+        torch.testing.assert_close(load_pretrained(half)(audio, frames).logits, original(audio, frames).logits,
+                                   atol=5e-2, rtol=0)
+
     calls = []
 
     class FakeApi:

@@ -54,8 +54,10 @@ def model_card(run: Path, repo_id: str) -> str:
         "---",
         f"# {repo_id.split('/')[-1]}",
         "",
-        f"An audio-visual student distilled with **{config['method']}** by the emktd pipeline "
-        f"(task `{config['task']}`, dataset `{config['dataset']}`).",
+        (f"An audio-visual student distilled with **{config['method']}** by the emktd pipeline "
+         f"(dataset `{config['dataset']}`)." if config["task"] == "distill" else
+         f"An audio-visual teacher trained from scratch by the emktd pipeline (dataset `{config['dataset']}`), "
+         "classifying the sounding object and segmenting it."),
         "",
         "```python",
         "from emktd.models import AVTransformer",
@@ -101,14 +103,20 @@ def model_card(run: Path, repo_id: str) -> str:
     return "\n".join(lines)
 
 
-def write_folder(run: Path, out: Path, repo_id: str) -> Path:
+def write_folder(run: Path, out: Path, repo_id: str, half: bool = False) -> Path:
+    """The Hub folder of a finished run; ``half`` stores the weights in float16 (half the size)."""
     run, out = Path(run), Path(out)
     for needed in ("config.json", "metrics.json", "student/config.json", "student/model.safetensors"):
         if not (run / needed).is_file():
             raise SystemExit(f"{run}: missing {needed}; expected a finished run folder of training/distill.py")
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "model.safetensors"):
-        shutil.copyfile(run / "student" / name, out / name)
+    if half:
+        import torch
+
+        load_pretrained(run / "student").save_pretrained(out, dtype=torch.float16)
+    else:
+        for name in ("config.json", "model.safetensors"):
+            shutil.copyfile(run / "student" / name, out / name)
     labels = json.loads((out / "config.json").read_text()).get("labels") or []
     (out / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
     (out / "README.md").write_text(model_card(run, repo_id))
@@ -136,8 +144,9 @@ def main(argv=None) -> Path:
     p.add_argument("--out", type=Path, default=None, help="where to write the folder (default RUN/hub)")
     p.add_argument("--private", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="write the folder, push nothing")
+    p.add_argument("--fp16", action="store_true", help="store the weights in float16")
     args = p.parse_args(argv)
-    folder = write_folder(args.run, args.out or args.run / "hub", args.repo_id)
+    folder = write_folder(args.run, args.out or args.run / "hub", args.repo_id, args.fp16)
     print(f"wrote {folder}: {', '.join(sorted(f.name for f in folder.iterdir()))}")
     if not args.dry_run:
         print(f"pushed to {args.repo_id}: {push(folder, args.repo_id, args.private)}")
