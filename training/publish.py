@@ -38,7 +38,8 @@ def model_card(run: Path, repo_id: str) -> str:
     student, teacher = metrics["student"], metrics.get("teacher", {})
     model = load_pretrained(run / "student")
     c = model.config
-    rows = [("student", metrics.get("student_parameters"), student)]
+    trained_teacher = config["task"] == "teacher"
+    rows = [("teacher" if trained_teacher else "student", metrics.get("student_parameters"), student)]
     if teacher:
         rows.insert(0, ("teacher", metrics.get("teacher_parameters"), teacher))
     table = ["| model | parameters | top-1 | top-5 | mAP | mIoU | F (legacy) | F |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -80,9 +81,10 @@ def model_card(run: Path, repo_id: str) -> str:
         lines.append("")
     lines += [
         "## Training",
-        f"- Teacher: `{config['teacher']}`" if config["task"] == "distill" else "- Trained from scratch (no teacher)",
-        f"- Method: `{config['method']}`, kernel `{config['kernel']}`, gamma {config['gamma']}, lambda {config['lam']}, "
-        f"beta {resolved.get('beta')}, KD temperature {config['kd_temperature']}, monitor {resolved.get('monitor')}",
+        "- Trained from scratch on the task losses (classes and masks)" if trained_teacher else
+        f"- Teacher: `{config['teacher']}`; method `{config['method']}`, kernel `{config['kernel']}`, gamma "
+        f"{config['gamma']}, lambda {config['lam']}, beta {resolved.get('beta')}, KD temperature "
+        f"{config['kd_temperature']}, monitor {resolved.get('monitor')}",
         f"- Optimisation: AdamW, lr {config['lr']} (cosine to {config['min_lr']}, {config['warmup_epochs']} warm-up "
         f"epochs), weight decay {config['weight_decay']}, {config['epochs']} epochs, batch {config['batch_size']}, "
         f"seed {config['seed']}",
