@@ -380,9 +380,30 @@ class _AVSBench(_Dataset):
         return {"id": item["id"], "audio": audio, "frames": frames_to_tensor(pictures, self.image_size),
                 "masks": masks, "mask_valid": valid, "target": _multi_hot(item["labels"], len(self.labels))}
 
-    def _check_root(self, root: Path, meta: str, data: str) -> None:
+    def _read_meta(self, root: Path, meta: str, data: str, columns: tuple[str, ...]) -> list[dict]:
         if not (root / meta).is_file() or not (root / data).is_dir():
             raise FormatError(f"{root}: expected {meta} and {data}/ (AVSBench layout)")
+        with open(root / meta, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
+                raise FormatError(f"{root / meta}: expected columns {', '.join(columns)}")
+            return list(reader)
+
+    def _collect(self, name: str, split: str, rows: list[dict], make_item, needs_first_mask: bool) -> None:
+        """Items of ``split`` whose files are all there; the others are listed as missing."""
+        self.manifest = Manifest(name)
+        self.items = []
+        for row in rows:
+            if row["split"] != split:
+                continue
+            self.manifest.rows += 1
+            item = make_item(row)
+            complete = all(p.is_file() for p in item["frames"]) and item["wav"].is_file() and (
+                not needs_first_mask or item["masks"][0].is_file())
+            if complete:
+                self.items.append(item)
+            else:
+                self.manifest.missing.append(item["id"])
 
 
 class AVSBenchS4Dataset(_AVSBench):
@@ -394,25 +415,11 @@ class AVSBenchS4Dataset(_AVSBench):
     def __init__(self, root: Path, split: str, labels: list[str] | None = None, fbank: FbankConfig = FbankConfig(),
                  image_size: int = 224, audio_windows: int | None = None):
         root = Path(root)
-        self._check_root(root, "s4_meta_data.csv", "s4_data")
-        with open(root / "s4_meta_data.csv", newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or not {"name", "category", "split"} <= set(reader.fieldnames):
-                raise FormatError(f"{root / 's4_meta_data.csv'}: expected columns name, category, split")
-            rows = list(reader)
+        rows = self._read_meta(root, "s4_meta_data.csv", "s4_data", ("name", "category", "split"))
         self.labels = labels if labels is not None else sorted({r["category"] for r in rows})
-        self.manifest = Manifest(f"AVSBench S4 {split} ({root})")
-        self.items = []
-        for row in rows:
-            if row["split"] != split:
-                continue
-            self.manifest.rows += 1
-            name, category = row["name"], row["category"]
-            item = {"id": name, "labels": [self.labels.index(category)], **s4_paths(root, split, category, name)}
-            if all(p.is_file() for p in item["frames"]) and item["wav"].is_file() and item["masks"][0].is_file():
-                self.items.append(item)
-            else:
-                self.manifest.missing.append(name)
+        self._collect(f"AVSBench S4 {split} ({root})", split, rows, lambda row: {
+            "id": row["name"], "labels": [self.labels.index(row["category"])],
+            **s4_paths(root, split, row["category"], row["name"])}, needs_first_mask=True)
         self.fbank, self.image_size, self.audio_windows = fbank, image_size, audio_windows
 
 
@@ -429,27 +436,12 @@ class AVSBenchMS3Dataset(_AVSBench):
     def __init__(self, root: Path, split: str, labels: list[str] | None = None, fbank: FbankConfig = FbankConfig(),
                  image_size: int = 224, audio_windows: int | None = None):
         root = Path(root)
-        self._check_root(root, "ms3_meta_data.csv", "ms3_data")
-        with open(root / "ms3_meta_data.csv", newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or not {"video_id", "split"} <= set(reader.fieldnames):
-                raise FormatError(f"{root / 'ms3_meta_data.csv'}: expected columns video_id, split")
-            rows = list(reader)
+        rows = self._read_meta(root, "ms3_meta_data.csv", "ms3_data", ("video_id", "split"))
         names = sorted({n for r in rows for n in (r.get("labels") or "").split(";") if n})
         self.labels = labels if labels is not None else names
-        self.manifest = Manifest(f"AVSBench MS3 {split} ({root})")
-        self.items = []
-        for row in rows:
-            if row["split"] != split:
-                continue
-            self.manifest.rows += 1
-            vid = row["video_id"]
-            item = {"id": vid, "labels": [self.labels.index(n) for n in (row.get("labels") or "").split(";") if n],
-                    **ms3_paths(root, split, vid)}
-            if all(p.is_file() for p in item["frames"]) and item["wav"].is_file():
-                self.items.append(item)
-            else:
-                self.manifest.missing.append(vid)
+        self._collect(f"AVSBench MS3 {split} ({root})", split, rows, lambda row: {
+            "id": row["video_id"], "labels": [self.labels.index(n) for n in (row.get("labels") or "").split(";") if n],
+            **ms3_paths(root, split, row["video_id"])}, needs_first_mask=False)
         self.fbank, self.image_size, self.audio_windows = fbank, image_size, audio_windows
 
 
