@@ -297,9 +297,6 @@ class Pack:
     noises: list[dict]  # {"name", "sound", "split"}
     meta: dict
 
-    def sound(self, stamp: dict) -> np.ndarray:
-        return stamp["sound"]
-
 
 def collect(root: Path, progress: bool = True) -> Pack:
     """Read the unpacked packages into a :class:`Pack`, applying CLASSES and DROPPED."""
