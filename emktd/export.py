@@ -18,6 +18,7 @@ import torch
 
 from .models import AVOutput, AVTransformer
 
+DIGEST_KEY = "emktd_weights_sha256"  # metadata: the config + weights the graph was exported from
 OUTPUTS = ("logits", "mask_logits", "audio_tokens", "visual_tokens", "fused_tokens")
 
 
@@ -38,7 +39,10 @@ def output_names(model: AVTransformer) -> list[str]:
     return [n for n in OUTPUTS if n != "mask_logits" or model.mask_decoder is not None]
 
 
-def export_onnx(model: AVTransformer, path: str | Path, opset: int = 18) -> Path:
+def export_onnx(model: AVTransformer, path: str | Path, opset: int = 18, digest: str | None = None) -> Path:
+    """Write the graph to ``path`` (atomically); ``digest`` (of the weights) goes into its metadata."""
+    import onnx
+
     path = Path(path)
     model = model.eval()
     c = model.config
@@ -53,6 +57,10 @@ def export_onnx(model: AVTransformer, path: str | Path, opset: int = 18) -> Path
                           input_names=["audio", "frames"], output_names=output_names(model),
                           dynamic_shapes={"audio": {0: batch}, "frames": {0: batch}}, external_data=False,
                           verbose=False)
+    if digest is not None:
+        graph = onnx.load(str(tmp))
+        graph.metadata_props.add(key=DIGEST_KEY, value=digest)
+        onnx.save(graph, str(tmp))
     tmp.replace(path)
     return path
 
@@ -107,6 +115,7 @@ def check(model: AVTransformer, onnx_path: str | Path, batch: int = 3, seed: int
 
 def main(argv=None) -> None:
     from .hub import load_pretrained
+    from .predict import weights_digest
 
     p = argparse.ArgumentParser(prog="python -m emktd.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,7 +124,7 @@ def main(argv=None) -> None:
     p.add_argument("--opset", type=int, default=18)
     args = p.parse_args(argv)
     model = load_pretrained(args.model_dir)
-    out = export_onnx(model, args.out or args.model_dir / "model.onnx", args.opset)
+    out = export_onnx(model, args.out or args.model_dir / "model.onnx", args.opset, digest=weights_digest(args.model_dir))
     result = check(model, out)
     print(f"{out}: {out.stat().st_size / 2**20:.1f} MB; onnxruntime vs torch: "
           + ", ".join(f"{k} {v:.2e}" if "diff" in k else f"{k} {100 * v:.3f} %" for k, v in result.items()))

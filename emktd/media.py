@@ -22,6 +22,7 @@ import numpy as np
 __all__ = ["Clip", "MediaError", "load_clip", "probe"]
 
 # Demuxers that read single pictures rather than video streams.
+_TEXT_FORMATS = {"tty", "srt", "ass", "webvtt", "subviewer", "microdvd", "jacosub", "sami", "realtext", "lrc"}
 _IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "gif", "tiff_pipe")
 
 # Seeking only pays off when the next wanted frame is further away than a
@@ -57,6 +58,7 @@ class Clip:
     source_size: tuple[int, int]  # (width, height) of the decoded video stream
     skipped_packets: int = 0  # corrupt packets that were dropped while decoding
     decoded_frames: int = 0  # video frames decoded to find the sampled ones (seeking keeps this small)
+    source_duration_s: float = 0.0  # the whole file's duration (duration_s is the segment read)
     notes: list[str] = field(default_factory=list)
 
 
@@ -86,6 +88,9 @@ def _open(path: Path):
 
 
 def _video_stream(container, path: Path):
+    if container.format.name.split(",")[0] in _TEXT_FORMATS:
+        # FFmpeg renders any text file as ANSI art (the "tty" demuxer): not a clip
+        raise MediaError(path, "not a readable media file (a text file; a video clip is expected)")
     if container.format.name.split(",")[0] in _IMAGE_FORMATS:
         raise MediaError(path, "is a still image; a video clip is expected")
     if not container.streams.video:
@@ -350,6 +355,7 @@ def load_clip(
         source_size=(width, height),
         skipped_packets=counter["skipped"],
         decoded_frames=counter["decoded"],
+        source_duration_s=float(total_s),
         notes=notes,
     )
 

@@ -104,6 +104,8 @@ def _errors(tmp_path, make_clip):
     cases["empty.mp4"] = "empty"
     (tmp_path / "notes.mp4").write_text("these are not frames\n" * 50)
     cases["notes.mp4"] = "not a readable media file"
+    (tmp_path / "notes.txt").write_text("FFmpeg would draw this as ANSI art\n" * 50)
+    cases["notes.txt"] = "a text file"
     (tmp_path / "half.mp4").write_bytes(good[: len(good) // 2])
     cases["half.mp4"] = "truncated"
     (tmp_path / "header.mp4").write_bytes(good[:200])

@@ -234,6 +234,40 @@ def test_teacher_cache_serves_part_of_a_batch(teacher_dir):
     assert not tiny.store
 
 
+def test_teacher_cache_on_disk_is_reused_and_keyed_by_teacher(teacher_dir, tmp_path):
+    import engine
+    from emktd.distill import EntropyMonitor
+
+    teacher = load_pretrained(teacher_dir)
+    c = teacher.config
+    torch.manual_seed(0)
+    audio, frames = torch.randn(2, c.audio_frames, c.num_mel_bins), torch.randn(2, 3, c.image_size, c.image_size)
+    config = cfg.RunConfig(data_root=str(tmp_path))
+    folder = engine.cache_folder(tmp_path / "cache", teacher, config, {"image_size": c.image_size})
+    first = engine.teacher_outputs(teacher, None, audio, frames, 1.0, ["clip#0", "clip#1"],
+                                   engine.TeacherCache(0.0, folder))  # nothing in memory: disk only
+    assert sorted(p.name for p in folder.iterdir()) == ["clip_0.safetensors", "clip_1.safetensors"]
+    later = engine.TeacherCache(0.0, folder)  # another run
+    monitor = EntropyMonitor(c.embed_dim, c.num_classes)
+    again = engine.teacher_outputs(teacher, monitor, audio, frames, 0.5, ["clip#0", "clip#1"], later)
+    assert (later.hits, later.misses) == (2, 0)
+    for name in ("logits", "audio", "visual", "fused"):
+        assert torch.equal(again[name], first[name])
+    # EM weights come from the run's own monitor, computed on the cached tokens
+    expected = monitor.weights({m: first[m] for m in ("audio", "visual", "fused")}, 0.5)
+    for m, w in expected.items():
+        torch.testing.assert_close(again[f"w_{m}"], w, rtol=1e-6, atol=1e-6)
+    # a damaged file is recomputed; other weights or other data give another folder
+    (folder / "clip_1.safetensors").write_bytes(b"broken")
+    repaired = engine.TeacherCache(0.0, folder)
+    engine.teacher_outputs(teacher, None, audio, frames, 1.0, ["clip#0", "clip#1"], repaired)
+    assert (repaired.hits, repaired.misses) == (1, 1)
+    other = create_model("bench-teacher", num_classes=c.num_classes, labels=c.labels)
+    assert engine.cache_folder(tmp_path / "cache", other, config, {"image_size": c.image_size}) != folder
+    moved = cfg.RunConfig(data_root=str(tmp_path / "elsewhere"))
+    assert engine.cache_folder(tmp_path / "cache", teacher, moved, {"image_size": c.image_size}) != folder
+
+
 def test_vggsound_paper_setup_with_an_official_style_checkpoint(small_bench, tmp_path):
     """The paper's recipe (CAV-MAE .pth teacher, VGGSound layout, SpecAugment, mixup, label smoothing)
     at toy size: a checkpoint in CAV-MAE's layout (``module.`` keys, no mask decoder) as the teacher."""

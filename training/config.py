@@ -70,6 +70,7 @@ class RunConfig:
     frames_per_clip: int = 5  # annotated frames each training clip offers (one drawn per visit)
     max_train_clips: int = 0  # 0: all; a cap for quick runs
     max_eval_clips: int = 0
+    eval_teacher: bool = True  # also evaluate the teacher (and the monitor's weights by mode) after training
     # machinery
     seed: int = 0
     workers: int = 1
@@ -77,6 +78,7 @@ class RunConfig:
     bf16: bool = True  # autocast on CUDA
     compile: bool = False
     cache_teacher_gb: float = 2.0  # in-memory cache of teacher outputs for unaugmented inputs
+    teacher_cache_dir: str = ""  # also keep them on disk here, for later runs with the same teacher and data
     checkpoint_every: int = 200  # steps
     log_every: int = 20
     out: str = ""  # run folder; default runs/<time>-<method>
@@ -122,6 +124,9 @@ HELP = {
     "lam": "entropy sharpness of the EM weights exp(-lam * H)",
     "beta": "distillation weight (-1: the method's default, see DEFAULT_BETA)",
     "student_image_size": "student input resolution (0: the preset's); the teacher grid is pooled to it",
+    "eval_teacher": "evaluate the teacher too (its metrics and the entropy monitor's weights by mode)",
+    "teacher_cache_dir": "a folder where teacher outputs are kept on disk (float16, about 0.35 MB per clip and "
+                         "frame for bench-teacher) and reused by later runs with the same teacher and data",
     "resume": "continue the run in --out from its last checkpoint",
 }
 

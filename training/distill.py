@@ -242,6 +242,14 @@ def main(argv=None) -> dict | None:
                              fitnets=distilling and base == "fitnets").to(device)
     run.write("config.json", cfg.to_json(config))
 
+    cache = None
+    if distilling and (config.cache_teacher_gb > 0 or config.teacher_cache_dir):
+        folder_cache = None
+        if config.teacher_cache_dir:
+            folder_cache = engine.cache_folder(config.teacher_cache_dir, teacher, config, {
+                "audio_frames": rc.audio_frames, "num_mel_bins": rc.num_mel_bins, "image_size": rc.image_size})
+        cache = engine.TeacherCache(config.cache_teacher_gb, folder_cache)
+
     # --- entropy monitor: trained once per run, then frozen
     monitor = None
     if distilling and base == "emktd":
@@ -256,7 +264,7 @@ def main(argv=None) -> dict | None:
                 # Segmentation probes need masks: the first annotated frame has one in every layout.
                 visits = data.FrameVisits(run_data.train.clips, 1 if monitor.task == "segmentation"
                                           else config.frames_per_clip, config.seed)
-                losses = engine.train_probes(config, teacher, monitor, visits, device, progress)
+                losses = engine.train_probes(config, teacher, monitor, visits, device, progress, cache)
                 run.log({"type": "probes", "epoch_losses": losses})
                 save_file({k: v.contiguous() for k, v in monitor.state_dict().items()}, str(probe_path) + ".tmp")
                 os.replace(str(probe_path) + ".tmp", probe_path)
@@ -299,7 +307,6 @@ def main(argv=None) -> dict | None:
 
     sampler = engine.ResumableSampler(len(run_data.train), config.seed)
     steps_per_epoch = math.ceil(len(sampler.indices()) / config.batch_size)
-    cache = engine.TeacherCache(config.cache_teacher_gb) if distilling and config.cache_teacher_gb > 0 else None
     bar = tqdm(total=steps_per_epoch * config.epochs, initial=state.global_step,
                desc=f"distill {config.method}" if distilling else "train teacher",
                disable=not progress, smoothing=0.05)
@@ -342,6 +349,7 @@ def main(argv=None) -> dict | None:
                   "train_clips": len(run_data.train), "student_parameters": student.num_parameters()}
         if teacher is not None:
             result["teacher_parameters"] = teacher.num_parameters()
+        if teacher is not None and config.eval_teacher:
             result["teacher"] = engine.evaluate(config, teacher, run_data.eval, device, modes, monitor, progress,
                                                 "eval teacher")
         result["student"] = engine.evaluate(config, student, run_data.eval, device, modes, None, progress,

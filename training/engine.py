@@ -7,10 +7,13 @@ computed by :class:`Distiller` from teacher and student outputs, selected by nam
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -96,38 +99,86 @@ def outputs(out) -> dict[str, torch.Tensor]:
 
 
 class TeacherCache:
-    """Teacher outputs for unaugmented inputs, kept in float16 up to ``max_gb``; later keys are not stored.
+    """Teacher outputs (logits and tokens) for unaugmented inputs, in float16.
 
-    A resumed run starts with an empty cache and recomputes in other batches what the
-    interrupted run had cached; batched matmuls can differ in the last bit with the batch,
-    so with the cache on, a resumed run matches an uninterrupted one to rounding, not bit for bit.
+    In memory up to ``max_gb`` (later keys are not kept there); with a ``folder``, also one
+    safetensors file per key on disk, which later runs with the same teacher and data reuse
+    (the folder's name must identify both: :func:`cache_folder`).  A resumed run recomputes in
+    other batches what the interrupted run had not written; batched matmuls can differ in the
+    last bit with the batch, so with the cache on, a resumed run matches an uninterrupted one
+    to rounding, not bit for bit.
     """
 
-    def __init__(self, max_gb: float):
+    def __init__(self, max_gb: float, folder: str | Path | None = None):
         self.budget, self.used = int(max_gb * 2**30), 0
         self.store: dict[str, dict[str, torch.Tensor]] = {}
         self.hits = self.misses = 0
+        self.folder = Path(folder) if folder else None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.folder / (key.replace("/", "_").replace("#", "_") + ".safetensors")
+
+    def _keep(self, key: str, entry: dict[str, torch.Tensor]) -> None:
+        size = sum(t.numel() * 2 for t in entry.values())
+        if self.used + size <= self.budget:
+            self.store[key] = entry
+            self.used += size
+
+    def _load(self, key: str) -> dict[str, torch.Tensor] | None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            entry = load_file(str(path))
+        except (SafetensorError, OSError):
+            return None  # a damaged file is recomputed and rewritten
+        self._keep(key, entry)
+        return entry
 
     def get(self, keys: list[str]) -> list[dict[str, torch.Tensor] | None]:
         found = [self.store.get(k) for k in keys]
+        if self.folder is not None:
+            found = [f if f is not None else self._load(k) for f, k in zip(found, keys)]
         hits = sum(f is not None for f in found)
         self.hits, self.misses = self.hits + hits, self.misses + len(keys) - hits
         return found
 
     def put(self, keys: list[str], values: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
         for i, key in enumerate(keys):
-            entry = {name: v[i].detach().to("cpu", torch.float16) for name, v in values.items()}
-            size = sum(t.numel() * 2 for t in entry.values())
-            if self.used + size > self.budget:
-                return
-            self.store[key] = entry
-            self.used += size
+            entry = {name: v[i].detach().to("cpu", torch.float16).contiguous() for name, v in values.items()}
+            if self.folder is not None:
+                path = self._path(key)
+                tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+                save_file(entry, str(tmp))
+                os.replace(tmp, path)  # atomic: readers see a whole file or none
+            self._keep(key, entry)
+
+
+def cache_folder(root: str | Path, teacher: AVTransformer, config: RunConfig, identity: dict) -> Path:
+    """``root/<digest>``: the digest covers the teacher's weights and everything that shapes its inputs."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(teacher.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps({"dataset": config.dataset, "data_root": str(Path(config.data_root).resolve()),
+                              **identity}, sort_keys=True).encode())
+    return Path(root) / digest.hexdigest()[:16]
 
 
 def teacher_outputs(teacher: AVTransformer, monitor, audio, frames, lam: float, keys=None,
                     cache: TeacherCache | None = None) -> dict[str, torch.Tensor]:
     """Teacher logits and tokens and (with a monitor) EM weights; with a cache and keys, only the
-    samples not cached yet go through the teacher."""
+    samples not cached yet go through the teacher.  The weights are computed from the tokens
+    each time: the cache holds the teacher's outputs only, whatever monitor a run trains."""
     use_cache = cache is not None and keys is not None
     found = cache.get(keys) if use_cache else [None] * audio.shape[0]
     missing = [i for i, f in enumerate(found) if f is None]
@@ -137,20 +188,23 @@ def teacher_outputs(teacher: AVTransformer, monitor, audio, frames, lam: float, 
         with torch.no_grad():
             out = teacher(audio[index], frames[index])
             fresh = {"logits": out.logits.float(), **{m: t.float() for m, t in out.tokens().items()}}
-            if monitor is not None:
-                for m, w in monitor.weights({m: fresh[m] for m in TOKEN_KEYS}, lam).items():
-                    fresh[f"w_{m}"] = w
             if cache is not None:
                 # Fresh outputs are rounded as cached ones are, so a batch mixes alike values.
                 fresh = {k: v.half().float() for k, v in fresh.items()}
         if use_cache:
             cache.put([keys[i] for i in missing], fresh)
     if len(missing) == len(found):
-        return fresh
-    names = fresh.keys() if fresh else found[0].keys()
-    position = {i: j for j, i in enumerate(missing)}
-    return {name: torch.stack([fresh[name][position[i]] if f is None else f[name].to(audio.device, torch.float32)
-                               for i, f in enumerate(found)]) for name in names}
+        result = fresh
+    else:
+        names = fresh.keys() if fresh else found[0].keys()
+        position = {i: j for j, i in enumerate(missing)}
+        result = {name: torch.stack([fresh[name][position[i]] if f is None
+                                     else f[name].to(audio.device, torch.float32)
+                                     for i, f in enumerate(found)]) for name in names}
+    if monitor is not None:
+        for m, w in monitor.weights({m: result[m] for m in TOKEN_KEYS}, lam).items():
+            result[f"w_{m}"] = w
+    return result
 
 
 # ---------------------------------------------------------------- the trained module and the losses
@@ -359,7 +413,7 @@ def train_one_epoch(config: RunConfig, trainee: nn.Module, teacher: AVTransforme
 # ---------------------------------------------------------------- probes
 
 def train_probes(config: RunConfig, teacher: AVTransformer, monitor: D.EntropyMonitor, dataset, device,
-                 progress: bool) -> list[float]:
+                 progress: bool, cache: TeacherCache | None = None) -> list[float]:
     """Fit the entropy probes on the frozen teacher's tokens (one pass to gather them, then epochs over them)."""
     from tqdm import tqdm
 
@@ -373,15 +427,15 @@ def train_probes(config: RunConfig, teacher: AVTransformer, monitor: D.EntropyMo
     for batch, _ in tqdm(data_loader, desc="probe features", disable=not progress):
         if batch is None:
             continue
+        keys = batch.get("key")
         if seg:
             keep = batch["mask_valid"]
             if not keep.any():
                 continue
             batch = {k: (v[keep] if torch.is_tensor(v) else v) for k, v in batch.items()}
+            keys = [k for k, kept in zip(keys, keep.tolist()) if kept] if keys is not None else None
         batch = to_device(batch, device)
-        with torch.no_grad():
-            out = teacher(batch["audio"], batch["frames"])
-        tokens = out.tokens()
+        tokens = teacher_outputs(teacher, None, batch["audio"], batch["frames"], 0.0, keys, cache)
         for m in TOKEN_KEYS:
             x = tokens[m].float()
             if seg and m != "audio":

@@ -19,7 +19,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results"
-SETTING = ("task", "method", "kernel", "gamma", "lam", "beta", "student", "student_image_size", "epochs", "dataset")
+SETTING = ("task", "method", "kernel", "gamma", "lam", "beta", "student", "student_image_size", "epochs", "dataset",
+           "eval_split")
 COLUMNS = [("top-1", ("top1",), 100), ("mAP", ("mAP",), 100),
            ("S4 mIoU", ("segmentation_by_part", "S4", "mIoU"), 100),
            ("S4 F (legacy)", ("segmentation_by_part", "S4", "legacy_fscore"), 100),
@@ -68,10 +69,16 @@ def _cell(values: list[float], scale: float) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def table(results_dir: Path = RESULTS) -> str:
+def _entries(results_dir: Path, split: str) -> list[dict]:
     entries = [json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))]
+    return [e for e in entries if e["config"].get("eval_split", "test") == split]
+
+
+def table(results_dir: Path = RESULTS, split: str = "test") -> str:
+    entries = _entries(results_dir, split)
     if not entries:
-        raise SystemExit(f"{results_dir}: no run records; write some with `python training/results.py record`")
+        raise SystemExit(f"{results_dir}: no run records on {split}; write some with "
+                         "`python training/results.py record`")
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for e in entries:
         groups[tuple(e["config"].get(k) for k in SETTING)].append(e)
@@ -86,10 +93,19 @@ def table(results_dir: Path = RESULTS) -> str:
         if c["method"].startswith("emktd") and c["task"] != "teacher":
             method += f", λ={c['lam']}"
         seeds = len({r["config"]["seed"] for r in runs})
+        if c["task"] != "teacher":
+            method += f", {c['epochs']} ep"
         cells = [_cell([_get(r["student"], keys) for r in runs], scale) for _, keys, scale in COLUMNS]
         lines.append(f"| {label} | {method} | {seeds} | {runs[0].get('student_parameters') or 0:,} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def sweep_table(results_dir: Path = RESULTS) -> str:
+    """The lambda sweep: runs evaluated on the val split (nothing is selected on test)."""
+    if not _entries(results_dir, "val"):
+        return "no runs evaluated on val"
+    return table(results_dir, split="val")
 
 
 def monitor_table(results_dir: Path = RESULTS) -> str:
@@ -126,6 +142,8 @@ def main(argv=None) -> None:
         print(record(args.run, args.name))
     else:
         print(table(args.dir))
+        print()
+        print(sweep_table(args.dir))
         print()
         print(monitor_table(args.dir))
 

@@ -1,0 +1,112 @@
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from emktd.distill import EntropyMonitor
+from emktd.export import DIGEST_KEY
+from conftest import indexed_frames, tone
+from emktd.media import load_clip, probe, write_video
+from emktd.models import create_model
+from emktd.predict import (Predictor, crop_box, decode, load_monitor, mask_iou, onnx_file, overlay, overlay_video,
+                           save_monitor, weights_digest, window_s)
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_model("bench-student", num_classes=6, labels=tuple("abcdef"))
+    return model.save_pretrained(tmp_path_factory.mktemp("m") / "student")
+
+
+def test_decode_reads_the_window_only(make_clip):
+    path = make_clip("long.mp4", seconds=12.0, fps=10)
+    clip, seconds = decode(path, 5, 5.12)
+    assert clip.frames.shape[0] == 5 and seconds > 0
+    assert clip.frame_times_s.max() < 5.12 and clip.source_duration_s == pytest.approx(12.0, abs=0.2)
+    assert clip.audio.size == round(5.12 * 16000)
+
+
+def test_torch_and_onnx_predictions_agree(student_dir, make_clip, tmp_path):
+    clip = load_clip(make_clip(seconds=5.2), 5, duration_s=5.12)
+    torch_p = Predictor.load(student_dir, "torch").predict(clip)
+    onnx_p = Predictor.load(student_dir, "onnx", onnx_cache=tmp_path / "cache").predict(clip)
+    assert torch_p.probabilities.shape == (6,) and torch_p.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(onnx_p.probabilities, torch_p.probabilities, atol=1e-5)
+    assert torch_p.masks.shape == (5, 128, 128)
+    assert ((onnx_p.masks >= 0.5) == (torch_p.masks >= 0.5)).mean() >= 0.999
+    top = torch_p.top(3)
+    assert [p for _, p in top] == sorted(torch_p.probabilities, reverse=True)[:3]
+    assert {label for label, _ in top} <= set("abcdef")
+    assert set(torch_p.seconds) == {"features", "model"}
+
+
+def test_onnx_file_follows_the_weights(student_dir, tmp_path):
+    model = Predictor.load(student_dir).model
+    cache = tmp_path / "cache"
+    first = onnx_file(student_dir, model, cache)
+    assert first.parent.parent == cache  # nothing beside the weights: exported into the cache
+    meta = {p.key: p.value for p in onnx.load(str(first)).metadata_props}
+    assert meta[DIGEST_KEY] == weights_digest(student_dir)
+    assert onnx_file(student_dir, model, cache) == first  # reused, not re-exported
+    mtime = first.stat().st_mtime_ns
+    # Other weights in the same folder: the cached graph no longer matches and a new one is made.
+    torch.manual_seed(1)
+    changed = create_model("bench-student", num_classes=6, labels=tuple("abcdef")).save_pretrained(tmp_path / "s2")
+    second = onnx_file(changed, Predictor.load(changed).model, cache)
+    assert second != first and first.stat().st_mtime_ns == mtime
+
+
+def test_overlay_tints_only_the_masked_part_of_the_centre_square():
+    frames = np.full((1, 60, 100, 3), 100, np.uint8)
+    masks = np.zeros((1, 16, 16), np.float32)
+    masks[0, :, :8] = 1.0  # left half of what the model saw
+    out = overlay(frames, masks)
+    top, left, side = crop_box(60, 100)
+    assert (top, left, side) == (0, 20, 60)
+    assert (out[0, :, :left] == 100).all() and (out[0, :, left + side:] == 100).all()  # outside the square
+    assert (out[0, 10:50, left + 5:left + 25] != 100).any(axis=-1).all()  # inside the mask
+    assert (out[0, 10:50, left + 35:left + side - 2] == 100).all()  # the unmasked half
+
+
+def test_overlay_video_plays_in_browsers(tmp_path):
+    # odd frame sizes (lossless FFV1 allows them; H.264 in yuv420p does not)
+    source = write_video(tmp_path / "odd.mkv", indexed_frames(30, 63, 95), 10, tone(440, 3.0, 16000), 16000,
+                         "ffv1", "flac", pixel_format="yuv444p")
+    clip = load_clip(source, 5)
+    assert clip.frames.shape[1:3] == (63, 95)
+    masks = np.zeros((5, 16, 16), np.float32)
+    masks[:, 4:12, 4:12] = 1
+    path = overlay_video(tmp_path / "o.mp4", clip, masks, 3.0)
+    info = probe(path)
+    assert info.video_codec == "h264" and info.audio_codec == "aac"
+    assert info.width % 2 == 0 and info.height % 2 == 0
+    assert info.duration_s == pytest.approx(3.0, abs=0.3)
+
+
+def test_mask_iou_by_hand():
+    a = np.zeros((2, 4, 4), np.float32)
+    b = np.zeros((2, 4, 4), np.float32)
+    assert mask_iou(a, b) == 1.0  # both empty
+    a[0, :2] = 1  # 8 pixels
+    b[0, :, :2] = 1  # 8 pixels, 4 shared
+    assert mask_iou(a, b) == pytest.approx(4 / 12)
+    big = np.zeros((2, 8, 8), np.float32)
+    big[0, :4] = 1  # a at twice the resolution
+    assert mask_iou(a, big) == pytest.approx(1.0)
+
+
+def test_monitor_round_trip(tmp_path):
+    config = create_model("bench-student", num_classes=5).config
+    monitor = EntropyMonitor(config.embed_dim, 5)
+    save_monitor(monitor, tmp_path, lam=0.5)
+    loaded, lam = load_monitor(tmp_path, config)
+    assert lam == 0.5
+    tokens = {m: torch.randn(2, 7, config.embed_dim) for m in ("audio", "visual", "fused")}
+    for m, w in monitor.weights(tokens, 0.5).items():
+        torch.testing.assert_close(loaded.weights(tokens, 0.5)[m], w)
+    assert load_monitor(tmp_path / "none", config) is None
+
+
+def test_window_is_the_fbank_span():
+    assert window_s(create_model("bench-teacher").config) == pytest.approx(5.12)

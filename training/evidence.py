@@ -1,0 +1,135 @@
+"""Every run behind the README's results tables, in one resumable command.
+
+    python training/evidence.py            # run what is missing, record each run, print the tables
+    python training/evidence.py --list     # the plan and what is already recorded
+    python training/evidence.py --only kd-s0 none-s0
+
+Each run writes its folder under runs/evidence/<name> and, once finished, a record in
+results/<name>.json (see results.py).  A run that already has a record is skipped; one that
+was interrupted is resumed from its last checkpoint.  Records can be made over several
+sittings and machines: the table groups them by setting, whatever produced them.
+
+The plan, in order:
+1. The lambda sweep of EM-KTD + KD, evaluated on the *val* split.  The lambda with the best
+   val top-1 + mIoU is the one every later EM-KTD run uses (the test split selects nothing).
+2. The bundled student: EM-KTD + KD with the default schedule (``python training/distill.py``'s
+   settings), also evaluating the teacher (its S4/MS3 figures and the monitor's weights by mode).
+3. The comparison on test, on a shorter schedule (``--epochs``, 3 by default: a budget of
+   2 CPU cores): no distillation, KD, KTD + KD and EM-KTD + KD over three seeds; AT, SPKD,
+   MTST, FitNets (+ KD) and KTD with the linear and polynomial kernels over one; EM-KTD + KD
+   with the student at half the teacher's input resolution (the teacher's token grid pooled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import results  # noqa: E402
+
+LAMBDAS = (0.25, 1.0, 4.0)
+DEFAULT_LAMBDA = 1.0
+
+
+def sweep_plan(epochs: int) -> list[tuple[str, list[str]]]:
+    return [(f"sweep-lam{lam:g}-val", ["--method", "emktd+kd", "--lam", str(lam), "--eval-split", "val",
+                                       "--epochs", str(epochs), "--eval-teacher", "false"]) for lam in LAMBDAS]
+
+
+def main_plan(epochs: int, lam: float) -> list[tuple[str, list[str]]]:
+    short = ["--epochs", str(epochs), "--eval-teacher", "false"]
+    plan = [("bundled-emktd+kd-s0", ["--method", "emktd+kd", "--lam", str(lam)])]
+    for seed in (0, 1, 2):
+        s = ["--seed", str(seed)]
+        plan += [(f"none-s{seed}", ["--method", "none", *s, *short]),
+                 (f"kd-s{seed}", ["--method", "kd", *s, *short]),
+                 (f"ktd+kd-rbf-s{seed}", ["--method", "ktd+kd", "--kernel", "rbf", *s, *short]),
+                 (f"emktd+kd-s{seed}", ["--method", "emktd+kd", "--lam", str(lam), *s, *short])]
+    for method in ("at+kd", "spkd+kd", "mtst+kd", "fitnets+kd"):
+        plan.append((f"{method}-s0", ["--method", method, *short]))
+    for kernel in ("linear", "poly"):
+        plan.append((f"ktd+kd-{kernel}-s0", ["--method", "ktd+kd", "--kernel", kernel, *short]))
+    plan.append(("emktd+kd-64px-s0", ["--method", "emktd+kd", "--lam", str(lam), "--student-image-size", "64",
+                                      *short]))
+    return plan
+
+
+def selected_lambda(results_dir: Path) -> float | None:
+    """The swept lambda with the best val top-1 + mIoU; None until every sweep run is recorded."""
+    scores = {}
+    for lam in LAMBDAS:
+        path = results_dir / f"sweep-lam{lam:g}-val.json"
+        if not path.is_file():
+            return None
+        student = json.loads(path.read_text())["student"]
+        scores[lam] = student["top1"] + student["mIoU"]
+    best = max(scores.values())
+    # ties go to the default
+    return DEFAULT_LAMBDA if scores[DEFAULT_LAMBDA] == best else max(scores, key=scores.get)
+
+
+def run_one(name: str, flags: list[str], runs_dir: Path, results_dir: Path, python: str) -> None:
+    folder = runs_dir / name
+    if (folder / "metrics.json").is_file():
+        results.record(folder, name, results_dir)
+        return
+    if (folder / "config.json").is_file() and (folder / "checkpoints" / "last.pt").is_file():
+        command = [python, str(HERE / "distill.py"), "--out", str(folder), "--resume", "true"]
+    else:
+        command = [python, str(HERE / "distill.py"), *flags, "--out", str(folder)]
+    print(f"== {name}: {' '.join(command[1:])}", flush=True)
+    done = subprocess.run(command, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"{name}: the run failed (exit {done.returncode}); rerun this command to resume it")
+    print(results.record(folder, name, results_dir), flush=True)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=3, help="schedule of the comparison and sweep runs")
+    p.add_argument("--only", nargs="*", default=None, help="run only these names")
+    p.add_argument("--list", action="store_true", help="print the plan and exit")
+    p.add_argument("--runs", type=Path, default=REPO / "runs" / "evidence")
+    p.add_argument("--results", type=Path, default=results.RESULTS)
+    args = p.parse_args(argv)
+
+    lam = selected_lambda(args.results)
+    plan = sweep_plan(args.epochs) + main_plan(args.epochs, lam if lam is not None else DEFAULT_LAMBDA)
+    if args.list:
+        print(f"lambda selected on val: {lam if lam is not None else 'not yet (the sweep runs first)'}")
+        for name, flags in plan:
+            state = "recorded" if (args.results / f"{name}.json").is_file() else "to run"
+            print(f"{name:24s} {state:9s} {' '.join(flags)}")
+        return
+    for name, flags in sweep_plan(args.epochs):
+        if args.only is None or name in args.only:
+            if not (args.results / f"{name}.json").is_file():
+                run_one(name, flags, args.runs, args.results, sys.executable)
+    lam = selected_lambda(args.results)
+    if lam is None:
+        if args.only is not None:
+            lam = DEFAULT_LAMBDA
+            print(f"the lambda sweep is not complete: using lambda = {lam}", flush=True)
+        else:
+            raise SystemExit("the lambda sweep did not complete")
+    print(f"lambda selected on val: {lam}", flush=True)
+    for name, flags in main_plan(args.epochs, lam):
+        if args.only is None or name in args.only:
+            if not (args.results / f"{name}.json").is_file():
+                run_one(name, flags, args.runs, args.results, sys.executable)
+    print(results.table(args.results))
+    print()
+    print(results.sweep_table(args.results))
+    print()
+    print(results.monitor_table(args.results))
+
+
+if __name__ == "__main__":
+    main()

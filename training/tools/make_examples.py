@@ -1,0 +1,73 @@
+"""Copy the demo's example clips from the benchmark's test split into examples/, with their notice.
+
+    python training/tools/make_examples.py [--root data/emktd-bench]
+
+The rule (no model is consulted): for each informativeness mode in MODES, the first test
+clip, in id order, set on a background photograph whose sounding objects cover at least
+MIN_MASK of the frame.  The clips keep the licences of the material they are made of.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MODES = ("clean", "multi", "audio", "visual")
+MIN_MASK = 0.06
+MAX_TOTAL_BYTES = 2 * 2**20
+
+NOTICE = """# Example clips
+
+Clips of the embedded benchmark's test split, picked by `training/tools/make_examples.py` (for each
+informativeness mode, the first test clip on a background photograph whose sounding objects cover
+at least {min_mask:.0%} of the frame). Each is 5 s of 224x224 H.264 + AAC.
+
+| file | sounding | mode | on screen (Tux Paint stamps) | background | noise (sonic-pi) |
+|---|---|---|---|---|---|
+{rows}
+
+Licences: the stamp pictures and their sounds come from Debian's `tuxpaint-stamps-default` and the
+background photographs from `tuxpaint-data`, both GPL-2+; the background noise recordings from
+`sonic-pi-samples`, CC0. These clips are derived works under the GPL-2+ (the code of this
+project is Apache-2.0).
+"""
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, default=REPO / "data" / "emktd-bench")
+    p.add_argument("--out", type=Path, default=REPO / "examples")
+    args = p.parse_args(argv)
+    records = [json.loads(line) for line in (args.root / "clips.jsonl").read_text().splitlines()]
+    chosen = []
+    for mode in MODES:
+        for r in sorted(records, key=lambda r: r["id"]):
+            if (r["split"] == "test" and r["mode"] == mode and r["background"] != "scene"
+                    and r["mask_fraction"] >= MIN_MASK and "vggsound" in r["formats"]):
+                chosen.append(r)
+                break
+        else:
+            raise SystemExit(f"{args.root}: no test clip of mode {mode!r} fits the rule")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for old in args.out.glob("*.mp4"):
+        old.unlink()
+    rows, total = [], 0
+    for r in chosen:
+        source = args.root / "vggsound" / "video" / f"{r['id']}_000000.mp4"
+        name = f"{'-'.join(r['sounding'])}-{r['mode']}.mp4"
+        shutil.copyfile(source, args.out / name)
+        total += source.stat().st_size
+        rows.append(f"| {name} | {', '.join(r['sounding'])} | {r['mode']} (audio {r['audio']}) | "
+                    f"{', '.join(r['stamps'])} ({r['distractors']} silent distractors) | {r['background']} | "
+                    f"{r['noise']} |")
+    if total > MAX_TOTAL_BYTES:
+        raise SystemExit(f"the examples take {total / 2**20:.2f} MB, over the {MAX_TOTAL_BYTES / 2**20:.0f} MB budget")
+    (args.out / "README.md").write_text(NOTICE.format(min_mask=MIN_MASK, rows="\n".join(rows)))
+    print(f"{args.out}: {len(chosen)} clips, {total / 1024:.0f} KB")
+
+
+if __name__ == "__main__":
+    main()
