@@ -1,4 +1,4 @@
-"""Benchmarks that print tables.  ``python -m emktd.bench {loss,decode,presets} --help``.
+"""Benchmarks that print tables.  ``python -m emktd.bench {loss,decode,infer,presets} --help``.
 
 ``loss``: time and peak memory of the EM-KTD loss (forward + backward) beside
 the student's own forward + backward, at the paper's token shapes (audio 512,
@@ -6,6 +6,9 @@ visual 196, fused 708 tokens; teacher width 768, student cavmae-tiny at 192).
 Each case runs in a fresh process so that its peak memory is its own: on CUDA
 the allocator's peak, on CPU the growth of the process's peak resident set
 over what the inputs already occupied.
+
+``infer``: what the demo does with a clip (default: 10 s of 720p), for the teacher (torch) and
+the student (torch and onnxruntime): decode, features, model, overlay video, whole request.
 
 ``decode``: ``load_clip`` time and peak memory growth on a long, high-resolution
 clip that the command writes first (10 minutes of 1080p H.264 + AAC stereo by default).
@@ -207,6 +210,87 @@ def bench_decode(args) -> None:
           f"{result['mb']:.0f} |")
 
 
+def write_test_clip(path, seconds: float = 10.0, height: int = 720, fps: int = 25, source=None) -> None:
+    """A ``seconds`` long H.264 + AAC clip at ``height`` p: the frames and sound of ``source`` (one of
+    the demo's examples by default), scaled up and looped."""
+    import cv2
+    import numpy as np
+
+    from .media import load_clip, write_video
+
+    if source is None:
+        from pathlib import Path
+
+        examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.mp4"))
+        if not examples:
+            raise SystemExit("no example clip to build the test clip from: pass CLIP")
+        source = examples[0]
+    clip = load_clip(source, int(fps * 5), max_side=None)
+    width = height * 16 // 9 // 2 * 2
+    frames = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC) for f in clip.frames])
+    count = int(seconds * fps)
+    frames = frames[np.arange(count) % len(frames)]
+    audio = clip.audio[np.arange(int(seconds * clip.sample_rate_hz)) % clip.audio.size]
+    write_video(path, frames, fps, audio, clip.sample_rate_hz, options={"preset": "fast"})
+
+
+def bench_infer(args) -> None:
+    """Decode, features and model time of the teacher (torch) and the student (torch, onnxruntime)
+    on one clip, and the student's whole request as the demo serves it."""
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    from .media import probe
+    from .predict import Predictor, decode, overlay_video, window_s
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        clip_path = args.clip
+        if clip_path is None:
+            clip_path = Path(tmp) / "clip-10s-720p.mp4"
+            write_test_clip(clip_path)
+        info = probe(clip_path)
+        models = [("teacher", "torch", Predictor.load(args.teacher, "torch", "cpu")),
+                  ("student", "torch", Predictor.load(args.student, "torch", "cpu")),
+                  ("student", "onnxruntime", Predictor.load(args.student, "onnx", "cpu",
+                                                            onnx_cache=Path(tmp) / "onnx"))]
+        window = max(window_s(p.config) for _, _, p in models)
+        rows = []
+        for name, backend, predictor in models:
+            times = {"decode": [], "features": [], "model": [], "overlay video": [], "request": []}
+            for i in range(args.repeats + 1):
+                start = time.perf_counter()
+                clip, decode_s = decode(clip_path, 5, window)
+                prediction = predictor.predict(clip)
+                overlay_start = time.perf_counter()
+                overlay_video(Path(tmp) / f"{name}-{backend}.mp4", clip, prediction.masks, window)
+                end = time.perf_counter()
+                if i == 0:
+                    continue  # warm-up
+                for key, value in (("decode", decode_s), ("features", prediction.seconds["features"]),
+                                   ("model", prediction.seconds["model"]), ("overlay video", end - overlay_start),
+                                   ("request", end - start)):
+                    times[key].append(value)
+            rows.append((name, backend, predictor.parameters, {k: statistics.median(v) for k, v in times.items()}))
+    print(f"{Path(clip_path).name}: {info.duration_s:.1f} s, {info.width}x{info.height} {info.video_codec}"
+          f" + {info.audio_codec}; {_hardware(torch.device('cpu'))}; median of {args.repeats} after a warm-up")
+    print()
+    print("| model | runtime | parameters | decode ms | features ms | model ms | overlay video ms | request ms |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, backend, parameters, t in rows:
+        print(f"| {name} | {backend} | {parameters:,} | " + " | ".join(
+            f"{1000 * t[k]:.0f}" for k in ("decode", "features", "model", "overlay video", "request")) + " |")
+    teacher, student_torch, student_ort = (r[3] for r in rows)
+    print()
+    print(f"- student model time {teacher['model'] / student_ort['model']:.1f}x below the teacher's "
+          f"(torch student: {teacher['model'] / student_torch['model']:.1f}x); target 5x")
+    print(f"- onnxruntime {student_torch['model'] / student_ort['model']:.2f}x faster than torch for the student; "
+          "target 1.3x")
+    print(f"- whole student request (decode, features, onnxruntime model, overlay video) "
+          f"{student_ort['request']:.2f} s; target under 1.5 s")
+
+
 def bench_presets(args) -> None:
     from .models import create_model
 
@@ -237,6 +321,13 @@ def main(argv=None) -> None:
     decode.add_argument("--fps", type=int, default=2, help="frame rate of the written clip (default 2)")
     decode.add_argument("--frames", type=int, default=10, help="frames to sample")
     decode.add_argument("--max-side", type=int, default=512)
+    infer = sub.add_parser("infer", help="the demo's request: decode, features, model for teacher and student")
+    infer.add_argument("clip", nargs="?", default=None,
+                       help="a video (default: a 10 s 720p clip made from an example clip)")
+    infer.add_argument("--teacher", default="weights/teacher")
+    infer.add_argument("--student", default="weights/student")
+    infer.add_argument("--repeats", type=int, default=5)
+    infer.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     case = sub.add_parser("_case")  # internal: one measurement in a fresh process
     case.add_argument("case")
     case.add_argument("--batch", type=int, required=True)
@@ -254,6 +345,8 @@ def main(argv=None) -> None:
         bench_decode(args)
     elif args.command == "presets":
         bench_presets(args)
+    elif args.command == "infer":
+        bench_infer(args)
     elif args.command == "_decode":
         print(json.dumps(_run_decode(args.path, args.frames, args.max_side)))
     else:

@@ -80,11 +80,12 @@ class OnnxModel:
     """Runs ``model.onnx`` with onnxruntime and answers like :class:`AVTransformer` (joint forward)."""
 
     def __init__(self, path: str | Path, config, threads: int = 0):
+        """``threads``: onnxruntime's intra-op threads; 0 takes torch's count (all cores by default),
+        where onnxruntime's own default may count physical cores only."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads or torch.get_num_threads()
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=providers())
         self.config = config

@@ -207,6 +207,7 @@ def save_monitor(monitor, folder: str | Path, lam: float) -> None:
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in monitor.state_dict().items()},
               str(folder / MONITOR_WEIGHTS))
     probe = next(iter(monitor.probes.values()))

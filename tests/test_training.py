@@ -61,6 +61,24 @@ def test_distill_end_to_end(small_bench, teacher_dir, tmp_path):
     assert distill._state_digest(load_pretrained(run / "student")) == (run / "final_student_sha256.txt").read_text().strip()
 
 
+def test_entropy_monitor_published_beside_the_teacher(small_bench, teacher_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from emktd.predict import load_monitor
+
+    run = tmp_path / "run"
+    distill.main(args(small_bench, teacher_dir, run, "--method", "emktd", "--stop-after-steps", "1", "--lam", "0.5"))
+    out = publish.write_monitor(run, tmp_path / "teacher")
+    monitor, lam = load_monitor(out, load_pretrained(teacher_dir).config)
+    assert lam == 0.5 and monitor.task == "classification"
+    probes = load_file(str(run / "probes.safetensors"))
+    assert all(torch.equal(v, probes[k]) for k, v in monitor.state_dict().items())
+    kd_run = tmp_path / "kd"
+    distill.main(args(small_bench, teacher_dir, kd_run, "--method", "kd", "--stop-after-steps", "1"))
+    with pytest.raises(SystemExit, match="only EM-KTD runs"):
+        publish.write_monitor(kd_run, tmp_path / "t2")
+
+
 @pytest.mark.parametrize("method", cfg.METHODS)
 def test_every_method_takes_a_step(small_bench, teacher_dir, tmp_path, method):
     run = tmp_path / "run"

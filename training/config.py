@@ -79,6 +79,7 @@ class RunConfig:
     compile: bool = False
     cache_teacher_gb: float = 2.0  # in-memory cache of teacher outputs for unaugmented inputs
     teacher_cache_dir: str = ""  # also keep them on disk here, for later runs with the same teacher and data
+    fill_teacher_cache: bool = False  # before training, cache every training clip and frame (needs the dir)
     checkpoint_every: int = 200  # steps
     log_every: int = 20
     out: str = ""  # run folder; default runs/<time>-<method>
@@ -127,6 +128,8 @@ HELP = {
     "eval_teacher": "evaluate the teacher too (its metrics and the entropy monitor's weights by mode)",
     "teacher_cache_dir": "a folder where teacher outputs are kept on disk (float16, about 0.35 MB per clip and "
                          "frame for bench-teacher) and reused by later runs with the same teacher and data",
+    "fill_teacher_cache": "before training, run the teacher once over every training clip and frame into "
+                          "--teacher-cache-dir (later runs then skip the teacher)",
     "resume": "continue the run in --out from its last checkpoint",
 }
 

@@ -77,6 +77,30 @@ class FrameVisits(torch.utils.data.Dataset):
         return out
 
 
+class AllFrames(FrameVisits):
+    """Every (clip, frame) pair of the clips, optionally only those whose key ``wanted`` accepts."""
+
+    def __init__(self, clips: Concat, frames_per_clip: int, wanted=None):
+        super().__init__(clips, frames_per_clip, 0)
+        pairs = []
+        for index in range(len(clips)):
+            part, local = clips.locate(index)
+            for k in range(frames_per_clip):
+                if wanted is None or wanted(f"{part.items[local]['id']}#{k}"):
+                    pairs.append((index, k))
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        clip, self._k = self.pairs[index]
+        return super().__getitem__(clip)
+
+    def frame_of(self, index: int) -> int:
+        return self._k
+
+
 def _capped(dataset, cap: int):
     if cap and len(dataset.items) > cap:
         dataset.items = dataset.items[:cap]

@@ -249,6 +249,18 @@ def main(argv=None) -> dict | None:
             folder_cache = engine.cache_folder(config.teacher_cache_dir, teacher, config, {
                 "audio_frames": rc.audio_frames, "num_mel_bins": rc.num_mel_bins, "image_size": rc.image_size})
         cache = engine.TeacherCache(config.cache_teacher_gb, folder_cache)
+        if folder_cache is not None and config.fill_teacher_cache and rank == 0:
+            pairs = data.AllFrames(run_data.train.clips, config.frames_per_clip, lambda key: not cache.has(key))
+            if len(pairs):
+                started_fill = time.time()
+                count = engine.fill_cache(config, teacher, pairs, cache, device, progress)
+                run.log({"type": "teacher_cache", "filled": count, "seconds": round(time.time() - started_fill, 1)})
+                print(f"{folder_cache}: teacher outputs of {count} clip frames cached in "
+                      f"{time.time() - started_fill:.0f} s", flush=True)
+            cache.store.clear()  # the disk holds them: keep memory for what training reads back
+            cache.used = 0
+        if world_size > 1:
+            dist.barrier()
 
     # --- entropy monitor: trained once per run, then frozen
     monitor = None

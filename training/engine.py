@@ -140,6 +140,9 @@ class TeacherCache:
         self._keep(key, entry)
         return entry
 
+    def has(self, key: str) -> bool:
+        return key in self.store or (self.folder is not None and self._path(key).is_file())
+
     def get(self, keys: list[str]) -> list[dict[str, torch.Tensor] | None]:
         found = [self.store.get(k) for k in keys]
         if self.folder is not None:
@@ -172,6 +175,24 @@ def cache_folder(root: str | Path, teacher: AVTransformer, config: RunConfig, id
     digest.update(json.dumps({"dataset": config.dataset, "data_root": str(Path(config.data_root).resolve()),
                               **identity}, sort_keys=True).encode())
     return Path(root) / digest.hexdigest()[:16]
+
+
+def fill_cache(config: RunConfig, teacher: AVTransformer, dataset, cache: TeacherCache, device,
+               progress: bool) -> int:
+    """Run the teacher once over every pair of ``dataset`` (data.AllFrames) into the cache; returns the count."""
+    from tqdm import tqdm
+
+    teacher.eval()
+    data_loader = loader(dataset, config.batch_size, ResumableSampler(len(dataset), 0, shuffle=False),
+                         config.workers)
+    done = 0
+    for batch, _ in tqdm(data_loader, desc="teacher cache", disable=not progress):
+        if batch is None:
+            continue
+        batch = to_device(batch, device)
+        teacher_outputs(teacher, None, batch["audio"], batch["frames"], 0.0, batch["key"], cache)
+        done += len(batch["key"])
+    return done
 
 
 def teacher_outputs(teacher: AVTransformer, monitor, audio, frames, lam: float, keys=None,

@@ -110,14 +110,17 @@ def frame_fscore_curves(logits: torch.Tensor, target: torch.Tensor) -> tuple[tor
     keep = target.mean(dim=1) != 0
     prob, target = prob[keep], target[keep]
     thresholds = torch.linspace(0, 1 - 1e-10, PR_THRESHOLDS)
-    curves = torch.zeros(prob.shape[0], PR_THRESHOLDS)
-    for i, th in enumerate(thresholds):
-        predicted = (prob >= th).float()
-        tp = (predicted * target).sum(dim=1)
-        precision = tp / (predicted.sum(dim=1) + 1e-20)
-        recall = tp / (target.sum(dim=1) + 1e-20)
-        f = (1 + BETA2) * precision * recall / (BETA2 * precision + recall)
-        curves[:, i] = torch.nan_to_num(f, nan=0.0)
+    # A pixel is predicted at threshold i when prob >= thresholds[i], i.e. when i < (thresholds it reaches):
+    # count pixels by thresholds reached, then suffix sums give every threshold's counts at once.
+    m, bins = prob.shape[0], PR_THRESHOLDS + 1
+    reached = torch.bucketize(prob, thresholds, right=True) + (torch.arange(m) * bins)[:, None]
+    every = torch.bincount(reached.flatten(), minlength=m * bins).view(m, bins)
+    positive = torch.bincount(reached.flatten(), weights=target.flatten(), minlength=m * bins).view(m, bins)
+    predicted = every.flip(1).cumsum(1).flip(1)[:, 1:].float()
+    tp = positive.flip(1).cumsum(1).flip(1)[:, 1:].float()
+    precision = tp / (predicted + 1e-20)
+    recall = tp / (target.sum(dim=1, keepdim=True) + 1e-20)
+    curves = torch.nan_to_num((1 + BETA2) * precision * recall / (BETA2 * precision + recall), nan=0.0)
     return curves, keep
 
 

@@ -126,6 +126,26 @@ def write_folder(run: Path, out: Path, repo_id: str, half: bool = False) -> Path
     return out
 
 
+def write_monitor(run: Path, out: Path) -> Path:
+    """The run's entropy probes (they read the teacher's tokens) beside the teacher: the demo shows
+    the monitor's view of a clip from them."""
+    from safetensors.torch import load_file
+
+    from emktd.distill import EntropyMonitor
+    from emktd.predict import save_monitor
+
+    run = Path(run)
+    config = json.loads((run / "config.json").read_text())
+    if not (run / "probes.safetensors").is_file():
+        raise SystemExit(f"{run}: no probes.safetensors; only EM-KTD runs train the entropy monitor")
+    teacher = load_pretrained(config["teacher"])
+    monitor = EntropyMonitor(teacher.config.embed_dim, teacher.config.num_classes, config["resolved"]["monitor"],
+                             teacher.config.visual_grid, teacher.config.image_size)
+    monitor.load_state_dict(load_file(str(run / "probes.safetensors")))
+    save_monitor(monitor, out, config["lam"])
+    return Path(out)
+
+
 def push(folder: Path, repo_id: str, private: bool) -> str:
     from huggingface_hub import HfApi
 
@@ -147,8 +167,13 @@ def main(argv=None) -> Path:
     p.add_argument("--private", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="write the folder, push nothing")
     p.add_argument("--fp16", action="store_true", help="store the weights in float16")
+    p.add_argument("--monitor-out", type=Path, default=None,
+                   help="also write the run's entropy monitor (monitor.safetensors, monitor.json) into this "
+                        "folder, e.g. the teacher's")
     args = p.parse_args(argv)
     folder = write_folder(args.run, args.out or args.run / "hub", args.repo_id, args.fp16)
+    if args.monitor_out is not None:
+        print(f"wrote the entropy monitor to {write_monitor(args.run, args.monitor_out)}")
     print(f"wrote {folder}: {', '.join(sorted(f.name for f in folder.iterdir()))}")
     if not args.dry_run:
         print(f"pushed to {args.repo_id}: {push(folder, args.repo_id, args.private)}")
