@@ -37,3 +37,22 @@ def test_record_needs_a_finished_run(tmp_path):
         (tmp_path / "r").mkdir()
         (tmp_path / "r" / "config.json").write_text("{}")
         results.record(tmp_path / "r", "x", tmp_path)
+
+
+def test_val_runs_go_to_the_sweep_table_and_teacher_reevaluation(tmp_path):
+    out = tmp_path / "results"
+    results.record(fake_run(tmp_path / "a", 0, 0.60, 0.40), "emktd-s0", out)
+    val = fake_run(tmp_path / "v", 0, 0.30, 0.20)
+    config = json.loads((val / "config.json").read_text())
+    config["eval_split"], config["lam"] = "val", 4.0
+    (val / "config.json").write_text(json.dumps(config))
+    results.record(val, "sweep", out)
+    assert "30.0" not in results.table(out) and "60.0" in results.table(out)
+    assert "30.0" in results.sweep_table(out) and "λ=4.0" in results.sweep_table(out)
+    # a teacher record evaluated again in a distillation run (which evaluates its teacher)
+    teacher = fake_run(tmp_path / "t", 0, 0.75, 0.70, task="teacher")  # its own evaluation: 0.75
+    path = results.record(teacher, "teacher", out, evaluation_from=tmp_path / "a")
+    entry = json.loads(path.read_text())
+    assert entry["student"]["top1"] == 0.8 and entry["evaluated_in"] == str(tmp_path / "a")
+    with pytest.raises(SystemExit, match="teacher run"):
+        results.record(tmp_path / "a", "x", out, evaluation_from=tmp_path / "a")

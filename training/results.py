@@ -34,7 +34,9 @@ def _summary(metrics: dict) -> dict:
     return {k: metrics[k] for k in keep if k in metrics}
 
 
-def record(run: Path, name: str, out_dir: Path = RESULTS) -> Path:
+def record(run: Path, name: str, out_dir: Path = RESULTS, evaluation_from: Path | None = None) -> Path:
+    """Keep ``run``'s results as ``out_dir/name.json``.  ``evaluation_from``: a teacher run's record takes
+    its evaluation from another run's teacher evaluation (a distillation run evaluates its teacher too)."""
     run = Path(run)
     for needed in ("config.json", "metrics.json"):
         if not (run / needed).is_file():
@@ -46,6 +48,13 @@ def record(run: Path, name: str, out_dir: Path = RESULTS) -> Path:
              "teacher": _summary(metrics["teacher"]) if "teacher" in metrics else None,
              **{k: metrics.get(k) for k in ("hardware", "world_size", "train_seconds", "wall_seconds", "train_clips",
                                              "student_parameters", "teacher_parameters", "manifest")}}
+    if evaluation_from is not None:
+        other = json.loads((Path(evaluation_from) / "metrics.json").read_text())
+        if config["task"] != "teacher" or "teacher" not in other:
+            raise SystemExit(f"--evaluation-from: {run} must be a teacher run and {evaluation_from} a run that "
+                             "evaluated its teacher")
+        entry["student"] = _summary(other["teacher"])
+        entry["evaluated_in"] = str(evaluation_from)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps(entry, indent=1) + "\n")
@@ -135,11 +144,13 @@ def main(argv=None) -> None:
     r = sub.add_parser("record", help="keep a finished run's results in results/")
     r.add_argument("run", type=Path)
     r.add_argument("--name", required=True)
+    r.add_argument("--evaluation-from", type=Path, default=None,
+                   help="for a teacher run: take the evaluation from this run's teacher evaluation")
     t = sub.add_parser("table", help="print the results tables")
     t.add_argument("--dir", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.command == "record":
-        print(record(args.run, args.name))
+        print(record(args.run, args.name, evaluation_from=args.evaluation_from))
     else:
         print(table(args.dir))
         print()
