@@ -10,8 +10,9 @@ was interrupted is resumed from its last checkpoint.  Records can be made over s
 sittings and machines: the table groups them by setting, whatever produced them.
 
 The plan, in order:
-1. The lambda sweep of EM-KTD + KD, evaluated on the *val* split.  The lambda with the best
-   val top-1 + mIoU is the one every later EM-KTD run uses (the test split selects nothing).
+1. The sweeps of EM-KTD + KD, evaluated on the *val* split (the test split selects nothing):
+   the student's learning rate (at lambda 1), then lambda at that rate.  The values with the
+   best val top-1 + mIoU are the ones every later run uses.
 2. The bundled student: EM-KTD + KD, 30 epochs, otherwise ``python training/distill.py``'s
    settings, also evaluating the teacher (its S4/MS3 figures and the monitor's weights by mode).
 3. The comparison on test, on a shorter schedule (``--epochs``, 6 by default: a budget of
@@ -36,20 +37,34 @@ import results  # noqa: E402
 
 LAMBDAS = (0.25, 1.0, 4.0)
 DEFAULT_LAMBDA = 1.0
+LRS = (5e-4, 2e-3)  # the student's learning rate, chosen first (at the default lambda)
+DEFAULT_LR = 5e-4
 BUNDLED_EPOCHS = 30
 # Every run reads the teacher's outputs from one disk cache, filled by the first run.
 CACHE = ["--teacher-cache-dir", ".cache/emktd/teacher", "--fill-teacher-cache", "true"]
 
 
-def sweep_plan(epochs: int) -> list[tuple[str, list[str]]]:
-    return [(f"sweep-lam{lam:g}-val", ["--method", "emktd+kd", "--lam", str(lam), "--eval-split", "val",
-                                       "--epochs", str(epochs), "--eval-teacher", "false", *CACHE]) for lam in LAMBDAS]
+def sweep_name(lr: float, lam: float) -> str:
+    return f"sweep-lam{lam:g}-val" if lr == DEFAULT_LR else f"sweep-lr{lr:g}-lam{lam:g}-val"
 
 
-def main_plan(epochs: int, lam: float) -> list[tuple[str, list[str]]]:
-    short = ["--epochs", str(epochs), "--eval-teacher", "false", *CACHE]
+def sweep_run(epochs: int, lr: float, lam: float) -> tuple[str, list[str]]:
+    return (sweep_name(lr, lam), ["--method", "emktd+kd", "--lam", str(lam), "--lr", str(lr), "--eval-split", "val",
+                                  "--epochs", str(epochs), "--eval-teacher", "false", *CACHE])
+
+
+def lr_plan(epochs: int) -> list[tuple[str, list[str]]]:
+    return [sweep_run(epochs, lr, DEFAULT_LAMBDA) for lr in LRS]
+
+
+def lambda_plan(epochs: int, lr: float) -> list[tuple[str, list[str]]]:
+    return [sweep_run(epochs, lr, lam) for lam in LAMBDAS]
+
+
+def main_plan(epochs: int, lam: float, lr: float) -> list[tuple[str, list[str]]]:
+    short = ["--epochs", str(epochs), "--eval-teacher", "false", "--lr", str(lr), *CACHE]
     plan = [("bundled-emktd+kd-s0", ["--method", "emktd+kd", "--lam", str(lam), "--epochs", str(BUNDLED_EPOCHS),
-                                     *CACHE])]
+                                     "--lr", str(lr), *CACHE])]
     for seed in (0, 1, 2):
         s = ["--seed", str(seed)]
         plan += [(f"none-s{seed}", ["--method", "none", *s, *short]),
@@ -65,18 +80,28 @@ def main_plan(epochs: int, lam: float) -> list[tuple[str, list[str]]]:
     return plan
 
 
-def selected_lambda(results_dir: Path) -> float | None:
-    """The swept lambda with the best val top-1 + mIoU; None until every sweep run is recorded."""
-    scores = {}
-    for lam in LAMBDAS:
-        path = results_dir / f"sweep-lam{lam:g}-val.json"
-        if not path.is_file():
-            return None
-        student = json.loads(path.read_text())["student"]
-        scores[lam] = student["top1"] + student["mIoU"]
+def _val_score(results_dir: Path, name: str) -> float | None:
+    path = results_dir / f"{name}.json"
+    if not path.is_file():
+        return None
+    student = json.loads(path.read_text())["student"]
+    return student["top1"] + student["mIoU"]
+
+
+def _select(scores: dict[float, float | None], default: float) -> float | None:
+    """The key with the best val top-1 + mIoU (ties to the default); None until every run is recorded."""
+    if any(v is None for v in scores.values()):
+        return None
     best = max(scores.values())
-    # ties go to the default
-    return DEFAULT_LAMBDA if scores[DEFAULT_LAMBDA] == best else max(scores, key=scores.get)
+    return default if scores[default] == best else max(scores, key=scores.get)
+
+
+def selected_lr(results_dir: Path) -> float | None:
+    return _select({lr: _val_score(results_dir, sweep_name(lr, DEFAULT_LAMBDA)) for lr in LRS}, DEFAULT_LR)
+
+
+def selected_lambda(results_dir: Path, lr: float) -> float | None:
+    return _select({lam: _val_score(results_dir, sweep_name(lr, lam)) for lam in LAMBDAS}, DEFAULT_LAMBDA)
 
 
 def run_one(name: str, flags: list[str], runs_dir: Path, results_dir: Path, python: str) -> None:
@@ -104,30 +129,31 @@ def main(argv=None) -> None:
     p.add_argument("--results", type=Path, default=results.RESULTS)
     args = p.parse_args(argv)
 
-    lam = selected_lambda(args.results)
-    plan = sweep_plan(args.epochs) + main_plan(args.epochs, lam if lam is not None else DEFAULT_LAMBDA)
+    def stage(plan):
+        for name, flags in plan:
+            if (args.only is None or name in args.only) and not (args.results / f"{name}.json").is_file():
+                run_one(name, flags, args.runs, args.results, sys.executable)
+
     if args.list:
-        print(f"lambda selected on val: {lam if lam is not None else 'not yet (the sweep runs first)'}")
+        lr = selected_lr(args.results)
+        lam = selected_lambda(args.results, lr) if lr is not None else None
+        print(f"selected on val: lr {lr if lr is not None else 'not yet'}, lambda {lam if lam is not None else 'not yet'}")
+        plan = lr_plan(args.epochs) + lambda_plan(args.epochs, lr or DEFAULT_LR) + main_plan(
+            args.epochs, lam or DEFAULT_LAMBDA, lr or DEFAULT_LR)
         for name, flags in plan:
             state = "recorded" if (args.results / f"{name}.json").is_file() else "to run"
-            print(f"{name:24s} {state:9s} {' '.join(flags)}")
+            print(f"{name:28s} {state:9s} {' '.join(flags)}")
         return
-    for name, flags in sweep_plan(args.epochs):
-        if args.only is None or name in args.only:
-            if not (args.results / f"{name}.json").is_file():
-                run_one(name, flags, args.runs, args.results, sys.executable)
-    lam = selected_lambda(args.results)
+    stage(lr_plan(args.epochs))
+    lr = selected_lr(args.results) or DEFAULT_LR
+    stage(lambda_plan(args.epochs, lr))
+    lam = selected_lambda(args.results, lr)
     if lam is None:
-        if args.only is not None:
-            lam = DEFAULT_LAMBDA
-            print(f"the lambda sweep is not complete: using lambda = {lam}", flush=True)
-        else:
+        if args.only is None:
             raise SystemExit("the lambda sweep did not complete")
-    print(f"lambda selected on val: {lam}", flush=True)
-    for name, flags in main_plan(args.epochs, lam):
-        if args.only is None or name in args.only:
-            if not (args.results / f"{name}.json").is_file():
-                run_one(name, flags, args.runs, args.results, sys.executable)
+        lam = DEFAULT_LAMBDA
+    print(f"selected on val: lr {lr}, lambda {lam}", flush=True)
+    stage(main_plan(args.epochs, lam, lr))
     print(results.table(args.results))
     print()
     print(results.sweep_table(args.results))
