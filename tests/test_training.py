@@ -68,7 +68,11 @@ def test_entropy_monitor_published_beside_the_teacher(small_bench, teacher_dir, 
 
     run = tmp_path / "run"
     distill.main(args(small_bench, teacher_dir, run, "--method", "emktd", "--stop-after-steps", "1", "--lam", "0.5"))
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "README.md").write_text("# teacher\n")
     out = publish.write_monitor(run, tmp_path / "teacher")
+    publish.write_monitor(run, tmp_path / "teacher")  # twice: the card gains one section
+    assert (out / "README.md").read_text().count("## Entropy monitor") == 1
     monitor, lam = load_monitor(out, load_pretrained(teacher_dir).config)
     assert lam == 0.5 and monitor.task == "classification"
     probes = load_file(str(run / "probes.safetensors"))

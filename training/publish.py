@@ -143,6 +143,12 @@ def write_monitor(run: Path, out: Path) -> Path:
                              teacher.config.visual_grid, teacher.config.image_size)
     monitor.load_state_dict(load_file(str(run / "probes.safetensors")))
     save_monitor(monitor, out, config["lam"])
+    card = Path(out) / "README.md"
+    if card.is_file() and "## Entropy monitor" not in card.read_text():
+        with card.open("a") as f:
+            f.write(f"\n## Entropy monitor\n`monitor.safetensors` and `monitor.json`: the {monitor.task} probes on this "
+                    f"model's audio, visual and fused tokens that EM-KTD trained in `{run.name}` (lambda "
+                    f"{config['lam']}), read with `emktd.predict.load_monitor`; the demo shows their weights.\n")
     return Path(out)
 
 
