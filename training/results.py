@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results"
 SETTING = ("task", "method", "kernel", "gamma", "lam", "beta", "student", "student_image_size", "epochs", "dataset",
-           "eval_split")
+           "eval_split", "lr")
 COLUMNS = [("top-1", ("top1",), 100), ("mAP", ("mAP",), 100),
            ("S4 mIoU", ("segmentation_by_part", "S4", "mIoU"), 100),
            ("S4 F (legacy)", ("segmentation_by_part", "S4", "legacy_fscore"), 100),
@@ -103,7 +103,7 @@ def table(results_dir: Path = RESULTS, split: str = "test") -> str:
             method += f", λ={c['lam']}"
         seeds = len({r["config"]["seed"] for r in runs})
         if c["task"] != "teacher":
-            method += f", {c['epochs']} ep"
+            method += f", lr {c['lr']:g}, {c['epochs']} ep"
         cells = [_cell([_get(r["student"], keys) for r in runs], scale) for _, keys, scale in COLUMNS]
         lines.append(f"| {label} | {method} | {seeds} | {runs[0].get('student_parameters') or 0:,} | "
                      + " | ".join(cells) + " |")
