@@ -65,18 +65,22 @@ def main_plan(epochs: int, lam: float, lr: float) -> list[tuple[str, list[str]]]
     short = ["--epochs", str(epochs), "--eval-teacher", "false", "--lr", str(lr), *CACHE]
     plan = [("bundled-emktd+kd-s0", ["--method", "emktd+kd", "--lam", str(lam), "--epochs", str(BUNDLED_EPOCHS),
                                      "--lr", str(lr), *CACHE])]
-    for seed in (0, 1, 2):
+    def seeded(seed):
         s = ["--seed", str(seed)]
-        plan += [(f"none-s{seed}", ["--method", "none", *s, *short]),
-                 (f"kd-s{seed}", ["--method", "kd", *s, *short]),
-                 (f"ktd+kd-rbf-s{seed}", ["--method", "ktd+kd", "--kernel", "rbf", *s, *short]),
-                 (f"emktd+kd-s{seed}", ["--method", "emktd+kd", "--lam", str(lam), *s, *short])]
+        return [(f"none-s{seed}", ["--method", "none", *s, *short]),
+                (f"kd-s{seed}", ["--method", "kd", *s, *short]),
+                (f"ktd+kd-rbf-s{seed}", ["--method", "ktd+kd", "--kernel", "rbf", *s, *short]),
+                (f"emktd+kd-s{seed}", ["--method", "emktd+kd", "--lam", str(lam), *s, *short])]
+
+    # one seed of everything first, then the further seeds
+    plan += seeded(0)
     for method in ("at+kd", "spkd+kd", "mtst+kd", "fitnets+kd"):
         plan.append((f"{method}-s0", ["--method", method, *short]))
     for kernel in ("linear", "poly"):
         plan.append((f"ktd+kd-{kernel}-s0", ["--method", "ktd+kd", "--kernel", kernel, *short]))
     plan.append(("emktd+kd-64px-s0", ["--method", "emktd+kd", "--lam", str(lam), "--student-image-size", "64",
                                       *short]))
+    plan += seeded(1) + seeded(2)
     return plan
 
 
