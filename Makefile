@@ -8,7 +8,7 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: test demo bench-loss clean
+.PHONY: test demo bench-loss bench-infer clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,10 +17,13 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
 
 demo: $(STAMP)
-	@echo "The demo (app.py) is not part of this release yet; see README.md."
+	$(PY) app.py --host 127.0.0.1 --port 7860
+
+bench-infer: $(STAMP)
+	$(PY) -m emktd.bench infer
 
 bench-loss: $(STAMP)
 	$(PY) -m emktd.bench loss

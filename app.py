@@ -1,0 +1,310 @@
+"""The emktd demo: a teacher and its EM-KTD student, side by side, on an uploaded clip.
+
+    python app.py                      # http://127.0.0.1:7860 with weights/teacher and weights/student
+    python app.py --help
+
+For each model: the top-5 sound events, the sounding object segmented on the sampled frames
+(an H.264 overlay video that plays in the browser), the time of each stage and the parameter
+count; beside them, whether the two agree and how much the entropy monitor trusts each
+modality of the clip.  Models load once, at start-up; :meth:`Demo.handle` is a plain
+function of the uploaded file's path (the tests call it without a browser).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE / "examples"
+NUM_FRAMES = 5  # frames sampled in the audio window, as many as the benchmark annotates
+MAX_SIDE = 512  # frames are decoded downscaled to this longer side (4K included)
+LARGE_SIDE = 1920  # above this, the UI says that the frames were downscaled
+
+
+class InputError(ValueError):
+    """An upload the demo cannot use; the message says why, in the user's terms."""
+
+
+@dataclass
+class Column:
+    name: str
+    backend: str
+    parameters: int
+    top5: list[tuple[str, float]]
+    video: Path | None
+    seconds: dict[str, float]
+    masks: np.ndarray | None = None
+
+
+@dataclass
+class Report:
+    teacher: Column
+    student: Column
+    notes: list[str] = field(default_factory=list)
+    agree_top1: bool = False
+    mask_iou: float | None = None
+    monitor: dict[str, float] | None = None
+    window_s: float = 0.0
+
+
+class Demo:
+    """The loaded models and what the UI asks of them."""
+
+    def __init__(self, teacher: str | Path = HERE / "weights" / "teacher",
+                 student: str | Path = HERE / "weights" / "student", backend: str = "onnx", device: str = "auto",
+                 max_upload_mb: float = 200.0, out_dir: str | Path | None = None, keep_outputs_s: float = 3600.0,
+                 onnx_cache: str | Path | None = None):
+        import torch
+
+        from emktd.hub import resolve_folder
+        from emktd.predict import Predictor, load_monitor, window_s
+
+        self.teacher = Predictor.load(teacher, "torch", device)
+        self.student = Predictor.load(student, backend, device, onnx_cache=onnx_cache)
+        if self.teacher.labels != self.student.labels:
+            raise SystemExit(f"{teacher} and {student} do not share one label list: the demo compares them class "
+                             "for class")
+        monitor = load_monitor(resolve_folder(teacher), self.teacher.config)
+        self.monitor, self.lam = monitor if monitor is not None else (None, 1.0)
+        self.window = max(window_s(self.teacher.config), window_s(self.student.config))
+        self.max_bytes = int(max_upload_mb * 2**20)
+        self.keep_outputs_s = keep_outputs_s
+        self.out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="emktd-demo-"))
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        atexit.register(shutil.rmtree, self.out_dir, True)
+        self.lock = threading.Lock()  # pruning of old outputs
+        self.torch = torch
+
+    # ------------------------------------------------------------------ the work
+
+    def check_upload(self, path) -> Path:
+        if path is None or str(path) == "":
+            raise InputError("Upload a video clip (or pick an example) first.")
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path.name}: the file is not there any more; upload it again.")
+        size = path.stat().st_size
+        if size == 0:
+            raise InputError(f"{path.name}: the file is empty (0 bytes); expected a video clip.")
+        if size > self.max_bytes:
+            raise InputError(f"{path.name}: {size / 2**20:.1f} MB is over the {self.max_bytes / 2**20:.0f} MB upload "
+                             "limit; upload a shorter or smaller clip.")
+        return path
+
+    def analyze(self, path) -> Report:
+        """Decode, run both models, compare them. Bad input raises InputError (the message says why)."""
+        from emktd.distill import MODALITIES
+        from emktd.media import MediaError
+        from emktd.predict import decode, mask_iou, overlay_video
+
+        path = self.check_upload(path)
+        try:
+            clip, decode_s = decode(path, NUM_FRAMES, self.window, MAX_SIDE)
+        except MediaError as exc:
+            raise InputError(f"{path.name}: {exc.reason}") from None
+        notes = self._notes(clip)
+        self._prune()
+        request = self.out_dir / uuid.uuid4().hex[:12]
+        request.mkdir()
+        columns = []
+        for name, predictor in (("teacher", self.teacher), ("student", self.student)):
+            prediction = predictor.predict(clip)
+            seconds = {"decode": decode_s, **prediction.seconds}
+            video = None
+            if prediction.masks is not None:
+                started = time.perf_counter()
+                video = overlay_video(request / f"{name}.mp4", clip, prediction.masks, self.window)
+                seconds["overlay video"] = time.perf_counter() - started
+            columns.append((Column(name, predictor.backend, predictor.parameters, prediction.top(5), video, seconds,
+                                   prediction.masks), prediction))
+        (teacher, t_pred), (student, s_pred) = columns
+        report = Report(teacher, student, notes, teacher.top5[0][0] == student.top5[0][0], window_s=clip.duration_s)
+        if teacher.masks is not None and student.masks is not None:
+            report.mask_iou = mask_iou(teacher.masks, student.masks)
+        if self.monitor is not None:
+            with self.torch.no_grad():
+                weights = self.monitor.weights(t_pred.tokens, self.lam)
+            report.monitor = {m: float(weights[m].mean()) for m in MODALITIES if m in weights}
+        return report
+
+    def _notes(self, clip) -> list[str]:
+        notes = []
+        if not clip.has_audio:
+            reason = next((n for n in clip.notes if "audio" in n), "no audio track; using silence")
+            notes.append(f"No usable sound ({reason}): both models hear silence, so their sound-event scores rest "
+                         "on the picture alone.")
+        if clip.source_duration_s > self.window + 0.5:
+            notes.append(f"The clip is {_duration(clip.source_duration_s)} long; the models analyse its first "
+                         f"{self.window:.1f} s (their audio window).")
+        elif clip.source_duration_s < self.window - 0.5:
+            notes.append(f"The clip is {clip.duration_s:.1f} s long, shorter than the models' {self.window:.1f} s "
+                         "audio window: the rest is padded with silence.")
+        width, height = clip.source_size
+        if max(width, height) > LARGE_SIDE:
+            h, w = clip.frames.shape[1:3]
+            notes.append(f"The video is {width}x{height}; its frames were decoded downscaled to {w}x{h}.")
+        if clip.skipped_packets:
+            notes.append(f"{clip.skipped_packets} corrupt packet(s) were skipped while decoding.")
+        return notes  # load_clip's other notes (segment end, skipped packets) are covered above
+
+    def _prune(self) -> None:
+        """Delete the outputs of requests older than keep_outputs_s (the UI has long shown them)."""
+        cutoff = time.time() - self.keep_outputs_s
+        with self.lock:
+            for folder in self.out_dir.iterdir():
+                try:
+                    if folder.stat().st_mtime < cutoff:
+                        shutil.rmtree(folder, ignore_errors=True)
+                except FileNotFoundError:
+                    pass
+
+    # ------------------------------------------------------------------ what the UI shows
+
+    OUTPUTS = ("status", "teacher_label", "teacher_video", "teacher_info", "student_label", "student_video",
+               "student_info", "agreement", "monitor")
+
+    def handle(self, path) -> tuple:
+        """The UI's event handler: never raises; bad input comes back as a message in ``status``."""
+        try:
+            report = self.analyze(path)
+        except InputError as exc:
+            return self._message(f"**Cannot use this file.** {exc}")
+        except Exception as exc:  # keep serving: say what happened, log the rest
+            traceback.print_exc()
+            return self._message(f"**Something went wrong while analysing this clip** ({type(exc).__name__}: "
+                                 f"{exc}). The server keeps running; try another clip.")
+        status = f"Analysed {report.window_s:.1f} s of the clip ({NUM_FRAMES} frames)."
+        if report.notes:
+            status += "\n\n" + "\n".join(f"- **Note:** {n}" for n in report.notes)
+        t, s = report.teacher, report.student
+        if report.agree_top1:
+            agreement = f"**Top-1 agrees:** both say *{t.top5[0][0]}*."
+        else:
+            agreement = f"**Top-1 differs:** teacher *{t.top5[0][0]}*, student *{s.top5[0][0]}*."
+        if report.mask_iou is not None:
+            agreement += f"\n\n**Mask IoU, teacher vs student:** {report.mask_iou:.2f} over {NUM_FRAMES} frames."
+        agreement += f"\n\nThe student has {s.parameters / t.parameters:.1%} of the teacher's parameters."
+        monitor = None
+        if report.monitor is not None:
+            monitor = dict(report.monitor)
+        return (status, _label(t.top5), _path(t.video), _info(t), _label(s.top5), _path(s.video), _info(s),
+                agreement, monitor)
+
+    @staticmethod
+    def _message(text: str) -> tuple:
+        return (text, None, None, "", None, None, "", "", None)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _label(top5: list[tuple[str, float]]) -> dict[str, float]:
+    return dict(top5)
+
+
+def _path(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
+
+
+def _info(column: Column) -> str:
+    rows = "\n".join(f"| {stage} | {1000 * s:.0f} |" for stage, s in column.seconds.items())
+    total = sum(column.seconds.values())
+    return (f"**{column.name}** · {column.backend} · {column.parameters:,} parameters\n\n"
+            f"| stage | ms |\n|---|---:|\n{rows}\n| **total** | **{1000 * total:.0f}** |")
+
+
+# ------------------------------------------------------------------ the page
+
+INTRO = """# emktd: teacher and EM-KTD student, side by side
+Upload a short video with sound (or pick an example). Both models name the sound event and
+segment the sounding object on {frames} frames of the clip's first {window:.1f} s. The student was
+distilled from the teacher with Entropy-Monitored Kernelized Token Distillation."""
+
+MONITOR_HELP = ("The entropy monitor: a linear probe on each of the teacher's token sets; weight "
+                "exp(-λ·H) of the probe's entropy H, 1 when the probe is certain. EM-KTD distils each "
+                "modality's tokens in proportion to it.")
+
+
+def examples() -> list[str]:
+    return sorted(str(p) for p in EXAMPLES.glob("*.mp4"))
+
+
+def build_ui(demo: Demo, concurrency: int = 2):
+    import gradio as gr
+
+    with gr.Blocks(title="emktd demo", delete_cache=(900, 3600)) as ui:
+        gr.Markdown(INTRO.format(frames=NUM_FRAMES, window=demo.window))
+        with gr.Row():
+            with gr.Column(scale=1):
+                clip = gr.Video(label="clip", sources=["upload"], elem_id="clip", height=300)
+                run = gr.Button("Analyse", variant="primary", elem_id="run")
+                if examples():
+                    gr.Examples(examples(), inputs=clip, label="examples from the benchmark's test split")
+            with gr.Column(scale=1):
+                status = gr.Markdown(elem_id="status")
+                agreement = gr.Markdown(elem_id="agreement")
+                monitor = gr.Label(label="entropy monitor: trust per modality", elem_id="monitor")
+                gr.Markdown(MONITOR_HELP)
+        columns = {}
+        with gr.Row():
+            for name in ("teacher", "student"):
+                with gr.Column():
+                    gr.Markdown(f"## {name.capitalize()}")
+                    columns[name] = (gr.Label(num_top_classes=5, label=f"{name}: top-5 sound events",
+                                              elem_id=f"{name}-label"),
+                                     gr.Video(label=f"{name}: sounding object", elem_id=f"{name}-video",
+                                              interactive=False, height=300),
+                                     gr.Markdown(elem_id=f"{name}-info"))
+        outputs = [status, *columns["teacher"], *columns["student"], agreement, monitor]
+        run.click(demo.handle, inputs=clip, outputs=outputs, api_name="analyse", concurrency_limit=concurrency)
+    return ui.queue(default_concurrency_limit=concurrency, max_size=64)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python app.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=7860, help="port to serve on")
+    p.add_argument("--teacher", default=str(HERE / "weights" / "teacher"),
+                   help="teacher: a model folder or a Hub repo id (runs through torch)")
+    p.add_argument("--student", default=str(HERE / "weights" / "student"), help="student: a model folder or a Hub repo id")
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
+                   help="the student's runtime: onnxruntime (model.onnx, exported when missing or stale) or torch")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (onnxruntime takes CUDA when it has it)")
+    p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload accepted")
+    p.add_argument("--concurrency", type=int, default=2, help="requests analysed at once; the rest wait in a queue")
+    return p
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from emktd.hub import ModelLoadError
+
+    try:
+        demo = Demo(args.teacher, args.student, args.backend, args.device, args.max_upload_mb)
+    except ModelLoadError as exc:
+        raise SystemExit(f"cannot load the models: {exc}") from None
+    print(f"teacher: {demo.teacher.parameters:,} parameters (torch); student: {demo.student.parameters:,} "
+          f"parameters ({demo.student.backend})", flush=True)
+    build_ui(demo, args.concurrency).launch(server_name=args.host, server_port=args.port,
+                                            max_file_size=f"{args.max_upload_mb:g}mb", show_error=True)
+
+
+if __name__ == "__main__":
+    main()
