@@ -93,7 +93,15 @@ def table(results_dir: Path = RESULTS, split: str = "test") -> str:
         groups[tuple(e["config"].get(k) for k in SETTING)].append(e)
     header = "| model | method | seeds | parameters | " + " | ".join(c[0] for c in COLUMNS) + " |"
     lines = [header, "|---|---|---:|---:|" + "---:|" * len(COLUMNS)]
-    for key, runs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "teacher", str(kv[0][1]), str(kv[0]))):
+    order = ["none", "kd", "at", "spkd", "mtst", "fitnets", "ktd", "emktd"]
+
+    def rank(item):  # the teacher, then longer schedules, then methods from the plainest to EM-KTD
+        c = item[1][0]["config"]
+        base = c["method"].split("+")[0]
+        return (c["task"] != "teacher", -c["epochs"], order.index(base) if base in order else len(order),
+                c.get("student_image_size") or 0, str(c.get("kernel")), str(item[0]))
+
+    for key, runs in sorted(groups.items(), key=rank):
         c = runs[0]["config"]
         label = "teacher" if c["task"] == "teacher" else c["student"] + (
             f" @{c['student_image_size']}px" if c.get("student_image_size") else "")
