@@ -105,8 +105,10 @@ def table(results_dir: Path = RESULTS, split: str = "test") -> str:
         c = runs[0]["config"]
         label = "teacher" if c["task"] == "teacher" else c["student"] + (
             f" @{c['student_image_size']}px" if c.get("student_image_size") else "")
+        kernel = {"rbf": f"rbf, γ={c.get('gamma')}", "poly": f"poly, d={c.get('degree')}, c={c.get('coef0')}",
+                  "linear": "linear"}.get(c.get("kernel"), c.get("kernel"))
         method = "-" if c["task"] == "teacher" else c["method"] + (
-            f" ({c['kernel']}, γ={c['gamma']})" if c["method"].split("+")[0] in ("ktd", "emktd") else "")
+            f" ({kernel})" if c["method"].split("+")[0] in ("ktd", "emktd") else "")
         if c["method"].startswith("emktd") and c["task"] != "teacher":
             method += f", λ={c['lam']}"
         seeds = len({r["config"]["seed"] for r in runs})
