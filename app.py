@@ -56,7 +56,7 @@ class Report:
     agree_top1: bool = False
     mask_iou: float | None = None
     monitor: dict[str, float] | None = None
-    window_s: float = 0.0
+    analysed_s: float = 0.0  # the part of the clip the models saw
 
 
 class Demo:
@@ -66,8 +66,6 @@ class Demo:
                  student: str | Path = HERE / "weights" / "student", backend: str = "onnx", device: str = "auto",
                  max_upload_mb: float = 200.0, out_dir: str | Path | None = None, keep_outputs_s: float = 3600.0,
                  onnx_cache: str | Path | None = None):
-        import torch
-
         from emktd.hub import resolve_folder
         from emktd.predict import Predictor, load_monitor, window_s
 
@@ -85,7 +83,6 @@ class Demo:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atexit.register(shutil.rmtree, self.out_dir, True)
         self.lock = threading.Lock()  # pruning of old outputs
-        self.torch = torch
 
     # ------------------------------------------------------------------ the work
 
@@ -107,7 +104,7 @@ class Demo:
         """Decode, run both models, compare them. Bad input raises InputError (the message says why)."""
         from emktd.distill import MODALITIES
         from emktd.media import MediaError
-        from emktd.predict import decode, mask_iou, overlay_video
+        from emktd.predict import decode, mask_iou, predict_with_overlay
 
         path = self.check_upload(path)
         try:
@@ -120,22 +117,16 @@ class Demo:
         request.mkdir()
         columns = []
         for name, predictor in (("teacher", self.teacher), ("student", self.student)):
-            prediction = predictor.predict(clip)
+            prediction, video = predict_with_overlay(predictor, clip, self.window, request / f"{name}.mp4")
             seconds = {"decode": decode_s, **prediction.seconds}
-            video = None
-            if prediction.masks is not None:
-                started = time.perf_counter()
-                video = overlay_video(request / f"{name}.mp4", clip, prediction.masks, self.window)
-                seconds["overlay video"] = time.perf_counter() - started
             columns.append((Column(name, predictor.backend, predictor.parameters, prediction.top(5), video, seconds,
                                    prediction.masks), prediction))
         (teacher, t_pred), (student, s_pred) = columns
-        report = Report(teacher, student, notes, teacher.top5[0][0] == student.top5[0][0], window_s=clip.duration_s)
+        report = Report(teacher, student, notes, teacher.top5[0][0] == student.top5[0][0], analysed_s=clip.duration_s)
         if teacher.masks is not None and student.masks is not None:
             report.mask_iou = mask_iou(teacher.masks, student.masks)
         if self.monitor is not None:
-            with self.torch.no_grad():
-                weights = self.monitor.weights(t_pred.tokens, self.lam)
+            weights = self.monitor.weights(t_pred.tokens, self.lam)
             report.monitor = {m: float(weights[m].mean()) for m in MODALITIES if m in weights}
         return report
 
@@ -185,7 +176,7 @@ class Demo:
             traceback.print_exc()
             return self._message(f"**Something went wrong while analysing this clip** ({type(exc).__name__}: "
                                  f"{exc}). The server keeps running; try another clip.")
-        status = f"Analysed {report.window_s:.1f} s of the clip ({NUM_FRAMES} frames)."
+        status = f"Analysed {report.analysed_s:.1f} s of the clip ({NUM_FRAMES} frames)."
         if report.notes:
             status += "\n\n" + "\n".join(f"- **Note:** {n}" for n in report.notes)
         t, s = report.teacher, report.student
@@ -196,11 +187,8 @@ class Demo:
         if report.mask_iou is not None:
             agreement += f"\n\n**Mask IoU, teacher vs student:** {report.mask_iou:.2f} over {NUM_FRAMES} frames."
         agreement += f"\n\nThe student has {s.parameters / t.parameters:.1%} of the teacher's parameters."
-        monitor = None
-        if report.monitor is not None:
-            monitor = dict(report.monitor)
         return (status, _label(t.top5), _path(t.video), _info(t), _label(s.top5), _path(s.video), _info(s),
-                agreement, monitor)
+                agreement, report.monitor)
 
     @staticmethod
     def _message(text: str) -> tuple:

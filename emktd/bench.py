@@ -242,7 +242,7 @@ def bench_infer(args) -> None:
     from pathlib import Path
 
     from .media import probe
-    from .predict import Predictor, decode, overlay_video, window_s
+    from .predict import Predictor, decode, predict_with_overlay, window_s
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -262,15 +262,11 @@ def bench_infer(args) -> None:
             for i in range(args.repeats + 1):
                 start = time.perf_counter()
                 clip, decode_s = decode(clip_path, 5, window)
-                prediction = predictor.predict(clip)
-                overlay_start = time.perf_counter()
-                overlay_video(Path(tmp) / f"{name}-{backend}.mp4", clip, prediction.masks, window)
-                end = time.perf_counter()
+                prediction, _ = predict_with_overlay(predictor, clip, window, Path(tmp) / f"{name}-{backend}.mp4")
+                request_s = time.perf_counter() - start
                 if i == 0:
                     continue  # warm-up
-                for key, value in (("decode", decode_s), ("features", prediction.seconds["features"]),
-                                   ("model", prediction.seconds["model"]), ("overlay video", end - overlay_start),
-                                   ("request", end - start)):
+                for key, value in {"decode": decode_s, **prediction.seconds, "request": request_s}.items():
                     times[key].append(value)
             rows.append((name, backend, predictor.parameters, {k: statistics.median(v) for k, v in times.items()}))
     print(f"{Path(clip_path).name}: {info.duration_s:.1f} s, {info.width}x{info.height} {info.video_codec}"

@@ -21,8 +21,9 @@ import numpy as np
 
 __all__ = ["Clip", "MediaError", "load_clip", "probe"]
 
+# FFmpeg's "tty" demuxer renders any text file as ANSI art, a video stream: not a clip.
+_TEXT_FORMATS = ("tty",)
 # Demuxers that read single pictures rather than video streams.
-_TEXT_FORMATS = {"tty", "srt", "ass", "webvtt", "subviewer", "microdvd", "jacosub", "sami", "realtext", "lrc"}
 _IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "gif", "tiff_pipe")
 
 # Seeking only pays off when the next wanted frame is further away than a
@@ -88,10 +89,10 @@ def _open(path: Path):
 
 
 def _video_stream(container, path: Path):
-    if container.format.name.split(",")[0] in _TEXT_FORMATS:
-        # FFmpeg renders any text file as ANSI art (the "tty" demuxer): not a clip
+    demuxer = container.format.name.split(",")[0]
+    if demuxer in _TEXT_FORMATS:
         raise MediaError(path, "not a readable media file (a text file; a video clip is expected)")
-    if container.format.name.split(",")[0] in _IMAGE_FORMATS:
+    if demuxer in _IMAGE_FORMATS:
         raise MediaError(path, "is a still image; a video clip is expected")
     if not container.streams.video:
         if container.streams.audio:

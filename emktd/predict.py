@@ -1,8 +1,9 @@
 """Prediction on a clip: decode once, then each model's features, forward pass and outputs.
 
-    from emktd.predict import Predictor, decode
-    clip = decode("clip.mp4", num_frames=5, window_s=Predictor.window_s(model.config))
-    prediction = Predictor.load("weights/student", backend="onnx").predict(clip)
+    from emktd.predict import Predictor, decode, window_s
+    student = Predictor.load("weights/student", backend="onnx")
+    clip, seconds = decode("clip.mp4", num_frames=5, window=window_s(student.config))
+    prediction = student.predict(clip)
     prediction.top(5), prediction.masks            # [(label, probability)], [T, S, S] in [0, 1]
 
 The model sees the first ``audio_frames`` x 10 ms of the clip (its audio window) and
@@ -59,8 +60,6 @@ class Prediction:
 
 class Predictor:
     """One model (torch or onnxruntime) with its label list and input geometry."""
-
-    window_s = staticmethod(window_s)
 
     def __init__(self, model, config: AVConfig, backend: str, parameters: int, device: str = "cpu"):
         self.model, self.config, self.backend, self.parameters = model, config, backend, parameters
@@ -185,6 +184,19 @@ def overlay_video(path: str | Path, clip: Clip, masks: np.ndarray, window: float
                        options={"preset": "veryfast"})
 
 
+def predict_with_overlay(predictor: "Predictor", clip: Clip, window: float,
+                         video_path: str | Path) -> tuple[Prediction, Path | None]:
+    """What the demo does per model: predict, then write the overlay video (when the model segments);
+    its time joins ``prediction.seconds`` as "overlay video"."""
+    prediction = predictor.predict(clip)
+    if prediction.masks is None:
+        return prediction, None
+    started = time.perf_counter()
+    video = overlay_video(video_path, clip, prediction.masks, window)
+    prediction.seconds["overlay video"] = time.perf_counter() - started
+    return prediction, video
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two models' object pixels over all frames (masks resized to the larger grid); 1 when both are empty."""
     size = max(a.shape[-1], b.shape[-1])
@@ -231,5 +243,6 @@ def load_monitor(folder: str | Path, config: AVConfig):
     return monitor.eval(), float(meta["lam"])
 
 
-__all__ = ["Predictor", "Prediction", "decode", "window_s", "overlay", "overlay_video", "mask_iou", "onnx_file",
+__all__ = ["Predictor", "Prediction", "decode", "window_s", "overlay", "overlay_video", "predict_with_overlay",
+           "mask_iou", "onnx_file",
            "save_monitor", "load_monitor", "BACKENDS"]

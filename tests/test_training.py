@@ -14,6 +14,7 @@ import torch
 
 import config as cfg
 import distill
+import engine
 import publish
 from emktd.hub import load_pretrained
 from emktd.models import create_model
@@ -58,7 +59,7 @@ def test_distill_end_to_end(small_bench, teacher_dir, tmp_path):
     assert set(parts) == {"S4", "MS3"} and parts["S4"]["frames"] + parts["MS3"]["frames"] == metrics["student"]["frames"]
     assert metrics == result
     # The saved student is the trained one.
-    assert distill._state_digest(load_pretrained(run / "student")) == (run / "final_student_sha256.txt").read_text().strip()
+    assert engine.state_digest(load_pretrained(run / "student")) == (run / "final_student_sha256.txt").read_text().strip()
 
 
 def test_entropy_monitor_published_beside_the_teacher(small_bench, teacher_dir, tmp_path):
@@ -237,8 +238,6 @@ def test_publish_writes_and_uploads_exactly_the_folder(small_bench, teacher_dir,
 
 
 def test_teacher_cache_serves_part_of_a_batch(teacher_dir):
-    import engine
-
     teacher = load_pretrained(teacher_dir)
     c = teacher.config
     torch.manual_seed(0)
@@ -257,7 +256,6 @@ def test_teacher_cache_serves_part_of_a_batch(teacher_dir):
 
 
 def test_teacher_cache_on_disk_is_reused_and_keyed_by_teacher(teacher_dir, tmp_path):
-    import engine
     from emktd.distill import EntropyMonitor
 
     teacher = load_pretrained(teacher_dir)

@@ -49,6 +49,11 @@ class Concat(torch.utils.data.Dataset):
         return part[local]
 
 
+def frame_key(clip_id: str, k: int) -> str:
+    """What the teacher cache is keyed by: a clip and one of its annotated frames."""
+    return f"{clip_id}#{k}"
+
+
 class FrameVisits(torch.utils.data.Dataset):
     """One frame per clip and visit, drawn from ``frames_per_clip`` by a (seed, epoch, clip) generator."""
 
@@ -65,15 +70,19 @@ class FrameVisits(torch.utils.data.Dataset):
         return int(np.random.default_rng([self.seed, self.epoch, index]).integers(self.frames_per_clip))
 
     def __getitem__(self, index: int) -> dict:
+        return self.sample(index, self.frame_of(index))
+
+    def sample(self, index: int, k: int) -> dict:
+        """Clip ``index`` with its annotated frame ``k`` (or an error record naming the clip)."""
         part, local = self.clips.locate(index)
-        item, k = part.items[local], self.frame_of(index)
+        item = part.items[local]
         try:
             sample = part.load(item, [k])
         except (formats.FormatError, formats.MediaError, OSError) as exc:
             part.manifest.corrupt[item["id"]] = str(exc)
             return {"id": item["id"], "error": str(exc)}
         out = {key: (value[0] if key in ("frames", "masks", "mask_valid") else value) for key, value in sample.items()}
-        out["key"] = f"{item['id']}#{k}"  # what the teacher cache is keyed by
+        out["key"] = frame_key(item["id"], k)
         return out
 
 
@@ -86,7 +95,7 @@ class AllFrames(FrameVisits):
         for index in range(len(clips)):
             part, local = clips.locate(index)
             for k in range(frames_per_clip):
-                if wanted is None or wanted(f"{part.items[local]['id']}#{k}"):
+                if wanted is None or wanted(frame_key(part.items[local]["id"], k)):
                     pairs.append((index, k))
         self.pairs = pairs
 
@@ -94,11 +103,7 @@ class AllFrames(FrameVisits):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict:
-        clip, self._k = self.pairs[index]
-        return super().__getitem__(clip)
-
-    def frame_of(self, index: int) -> int:
-        return self._k
+        return self.sample(*self.pairs[index])
 
 
 def _capped(dataset, cap: int):

@@ -257,8 +257,7 @@ def main(argv=None) -> dict | None:
                 run.log({"type": "teacher_cache", "filled": count, "seconds": round(time.time() - started_fill, 1)})
                 print(f"{folder_cache}: teacher outputs of {count} clip frames cached in "
                       f"{time.time() - started_fill:.0f} s", flush=True)
-            cache.store.clear()  # the disk holds them: keep memory for what training reads back
-            cache.used = 0
+            cache.drop_memory()
         if world_size > 1:
             dist.barrier()
 
@@ -342,9 +341,9 @@ def main(argv=None) -> dict | None:
     train_seconds = time.time() - train_started
     checkpoint()
     if rank == 0:
-        (folder / "final_student_sha256.txt").write_text(_state_digest(student) + "\n")
+        (folder / "final_student_sha256.txt").write_text(engine.state_digest(student) + "\n")
     if world_size > 1:
-        (folder / f"final_student_rank{rank}.sha256").write_text(_state_digest(student) + "\n")
+        (folder / f"final_student_rank{rank}.sha256").write_text(engine.state_digest(student) + "\n")
         dist.barrier()
     if not finished:
         print(f"stopped after step {state.global_step} as asked (--stop-after-steps); resume with --resume", flush=True)
@@ -381,16 +380,6 @@ def main(argv=None) -> dict | None:
         dist.barrier()
         dist.destroy_process_group()
     return result
-
-
-def _state_digest(model: torch.nn.Module) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 if __name__ == "__main__":

@@ -140,6 +140,11 @@ class TeacherCache:
         self._keep(key, entry)
         return entry
 
+    def drop_memory(self) -> None:
+        """Forget the in-memory copies (the disk keeps them); memory is then kept for what is read back."""
+        self.store.clear()
+        self.used = 0
+
     def has(self, key: str) -> bool:
         return key in self.store or (self.folder is not None and self._path(key).is_file())
 
@@ -164,17 +169,23 @@ class TeacherCache:
             self._keep(key, entry)
 
 
-def cache_folder(root: str | Path, teacher: AVTransformer, config: RunConfig, identity: dict) -> Path:
-    """``root/<digest>``: the digest covers the teacher's weights and everything that shapes its inputs."""
+def state_digest(model: nn.Module, extra: bytes = b"") -> str:
+    """sha256 over a model's parameter names and values (and ``extra``)."""
     import hashlib
 
     digest = hashlib.sha256()
-    for key, value in sorted(teacher.state_dict().items()):
+    for key, value in sorted(model.state_dict().items()):
         digest.update(key.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(json.dumps({"dataset": config.dataset, "data_root": str(Path(config.data_root).resolve()),
-                              **identity}, sort_keys=True).encode())
-    return Path(root) / digest.hexdigest()[:16]
+    digest.update(extra)
+    return digest.hexdigest()
+
+
+def cache_folder(root: str | Path, teacher: AVTransformer, config: RunConfig, identity: dict) -> Path:
+    """``root/<digest>``: the digest covers the teacher's weights and everything that shapes its inputs."""
+    inputs = json.dumps({"dataset": config.dataset, "data_root": str(Path(config.data_root).resolve()), **identity},
+                        sort_keys=True)
+    return Path(root) / state_digest(teacher, inputs.encode())[:16]
 
 
 def fill_cache(config: RunConfig, teacher: AVTransformer, dataset, cache: TeacherCache, device,

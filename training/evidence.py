@@ -158,11 +158,7 @@ def main(argv=None) -> None:
         lam = DEFAULT_LAMBDA
     print(f"selected on val: lr {lr}, lambda {lam}", flush=True)
     stage(main_plan(args.epochs, lam, lr))
-    print(results.table(args.results))
-    print()
-    print(results.sweep_table(args.results))
-    print()
-    print(results.monitor_table(args.results))
+    print(results.report(args.results))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from config import BASE_METHODS
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results"
 SETTING = ("task", "method", "kernel", "gamma", "lam", "beta", "student", "student_image_size", "epochs", "dataset",
@@ -78,9 +80,12 @@ def _cell(values: list[float], scale: float) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def _records(results_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))]
+
+
 def _entries(results_dir: Path, split: str) -> list[dict]:
-    entries = [json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))]
-    return [e for e in entries if e["config"].get("eval_split", "test") == split]
+    return [e for e in _records(results_dir) if e["config"].get("eval_split", "test") == split]
 
 
 def table(results_dir: Path = RESULTS, split: str = "test") -> str:
@@ -93,12 +98,11 @@ def table(results_dir: Path = RESULTS, split: str = "test") -> str:
         groups[tuple(e["config"].get(k) for k in SETTING)].append(e)
     header = "| model | method | seeds | parameters | " + " | ".join(c[0] for c in COLUMNS) + " |"
     lines = [header, "|---|---|---:|---:|" + "---:|" * len(COLUMNS)]
-    order = ["none", "kd", "at", "spkd", "mtst", "fitnets", "ktd", "emktd"]
-
     def rank(item):  # the teacher, then longer schedules, then methods from the plainest to EM-KTD
         c = item[1][0]["config"]
         base = c["method"].split("+")[0]
-        return (c["task"] != "teacher", -c["epochs"], order.index(base) if base in order else len(order),
+        return (c["task"] != "teacher", -c["epochs"],
+                BASE_METHODS.index(base) if base in BASE_METHODS else len(BASE_METHODS),
                 c.get("student_image_size") or 0, str(c.get("kernel")), str(item[0]))
 
     for key, runs in sorted(groups.items(), key=rank):
@@ -109,11 +113,10 @@ def table(results_dir: Path = RESULTS, split: str = "test") -> str:
                   "linear": "linear"}.get(c.get("kernel"), c.get("kernel"))
         method = "-" if c["task"] == "teacher" else c["method"] + (
             f" ({kernel})" if c["method"].split("+")[0] in ("ktd", "emktd") else "")
-        if c["method"].startswith("emktd") and c["task"] != "teacher":
-            method += f", λ={c['lam']}"
-        seeds = len({r["config"]["seed"] for r in runs})
         if c["task"] != "teacher":
-            method += f", lr {c['lr']:g}, {c['epochs']} ep"
+            lam = f", λ={c['lam']}" if c["method"].startswith("emktd") else ""
+            method += f"{lam}, lr {c['lr']:g}, {c['epochs']} ep"
+        seeds = len({r["config"]["seed"] for r in runs})
         cells = [_cell([_get(r["student"], keys) for r in runs], scale) for _, keys, scale in COLUMNS]
         lines.append(f"| {label} | {method} | {seeds} | {runs[0].get('student_parameters') or 0:,} | "
                      + " | ".join(cells) + " |")
@@ -121,7 +124,7 @@ def table(results_dir: Path = RESULTS, split: str = "test") -> str:
 
 
 def sweep_table(results_dir: Path = RESULTS) -> str:
-    """The lambda sweep: runs evaluated on the val split (nothing is selected on test)."""
+    """The sweeps: runs evaluated on the val split (nothing is selected on test)."""
     if not _entries(results_dir, "val"):
         return "no runs evaluated on val"
     return table(results_dir, split="val")
@@ -129,8 +132,7 @@ def sweep_table(results_dir: Path = RESULTS) -> str:
 
 def monitor_table(results_dir: Path = RESULTS) -> str:
     """The entropy monitor at work: mean EM weight per modality by informativeness mode (teacher tokens)."""
-    entries = [json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))]
-    found = [e for e in entries if e.get("teacher") and e["teacher"].get("em_weights_by_mode")]
+    found = [e for e in _records(results_dir) if e.get("teacher") and e["teacher"].get("em_weights_by_mode")]
     if not found:
         return "no EM-KTD run records"
     rows = defaultdict(lambda: defaultdict(list))
@@ -148,6 +150,11 @@ def monitor_table(results_dir: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
+def report(results_dir: Path = RESULTS) -> str:
+    """Every table: the comparison on test, the sweeps on val, the entropy monitor."""
+    return "\n\n".join((table(results_dir), sweep_table(results_dir), monitor_table(results_dir)))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -162,11 +169,7 @@ def main(argv=None) -> None:
     if args.command == "record":
         print(record(args.run, args.name, evaluation_from=args.evaluation_from))
     else:
-        print(table(args.dir))
-        print()
-        print(sweep_table(args.dir))
-        print()
-        print(monitor_table(args.dir))
+        print(report(args.dir))
 
 
 if __name__ == "__main__":
