@@ -33,6 +33,21 @@ MAX_SIDE = 512  # frames are decoded downscaled to this longer side (4K included
 LARGE_SIDE = 1920  # above this, the UI says that the frames were downscaled
 
 
+# What the page shows, in the order the handler returns it: name -> kind of component.  The
+# handler, the page and the tests all take the order from here.
+OUTPUT_KINDS = {"status": "markdown", "teacher_label": "label", "teacher_video": "video", "teacher_info": "markdown",
+                "student_label": "label", "student_video": "video", "student_info": "markdown",
+                "agreement": "markdown", "monitor": "label"}
+OUTPUTS = tuple(OUTPUT_KINDS)
+
+
+def outputs(**values) -> tuple:
+    """The handler's return value: ``values`` in OUTPUTS order, the rest empty."""
+    unknown = set(values) - set(OUTPUTS)
+    assert not unknown, f"not outputs of the page: {unknown}"
+    return tuple(values.get(name, "" if OUTPUT_KINDS[name] == "markdown" else None) for name in OUTPUTS)
+
+
 class InputError(ValueError):
     """An upload the demo cannot use; the message says why, in the user's terms."""
 
@@ -67,7 +82,8 @@ class Demo:
                  max_upload_mb: float = 200.0, out_dir: str | Path | None = None, keep_outputs_s: float = 3600.0,
                  onnx_cache: str | Path | None = None):
         from emktd.hub import resolve_folder
-        from emktd.predict import Predictor, load_monitor, window_s
+        from emktd.monitor import load_monitor
+        from emktd.predict import Predictor, window_s
 
         self.teacher = Predictor.load(teacher, "torch", device)
         self.student = Predictor.load(student, backend, device, onnx_cache=onnx_cache)
@@ -102,9 +118,10 @@ class Demo:
 
     def analyze(self, path) -> Report:
         """Decode, run both models, compare them. Bad input raises InputError (the message says why)."""
-        from emktd.distill import MODALITIES
         from emktd.media import MediaError
-        from emktd.predict import decode, mask_iou, predict_with_overlay
+        from emktd.models import MODALITIES
+        from emktd.overlay import predict_with_overlay
+        from emktd.predict import decode, mask_iou
 
         path = self.check_upload(path)
         try:
@@ -163,19 +180,18 @@ class Demo:
 
     # ------------------------------------------------------------------ what the UI shows
 
-    OUTPUTS = ("status", "teacher_label", "teacher_video", "teacher_info", "student_label", "student_video",
-               "student_info", "agreement", "monitor")
+    OUTPUTS = OUTPUTS
 
     def handle(self, path) -> tuple:
         """The UI's event handler: never raises; bad input comes back as a message in ``status``."""
         try:
             report = self.analyze(path)
         except InputError as exc:
-            return self._message(f"**Cannot use this file.** {exc}")
+            return outputs(status=f"**Cannot use this file.** {exc}")
         except Exception as exc:  # keep serving: say what happened, log the rest
             traceback.print_exc()
-            return self._message(f"**Something went wrong while analysing this clip** ({type(exc).__name__}: "
-                                 f"{exc}). The server keeps running; try another clip.")
+            return outputs(status=f"**Something went wrong while analysing this clip** ({type(exc).__name__}: "
+                                  f"{exc}). The server keeps running; try another clip.")
         status = f"Analysed {report.analysed_s:.1f} s of the clip ({NUM_FRAMES} frames)."
         if report.notes:
             status += "\n\n" + "\n".join(f"- **Note:** {n}" for n in report.notes)
@@ -187,22 +203,15 @@ class Demo:
         if report.mask_iou is not None:
             agreement += f"\n\n**Mask IoU, teacher vs student:** {report.mask_iou:.2f} over {NUM_FRAMES} frames."
         agreement += f"\n\nThe student has {s.parameters / t.parameters:.1%} of the teacher's parameters."
-        return (status, _label(t.top5), _path(t.video), _info(t), _label(s.top5), _path(s.video), _info(s),
-                agreement, report.monitor)
-
-    @staticmethod
-    def _message(text: str) -> tuple:
-        return (text, None, None, "", None, None, "", "", None)
+        return outputs(status=status, agreement=agreement, monitor=report.monitor,
+                       **{f"{c.name}_{part}": value for c in (t, s) for part, value in
+                          (("label", dict(c.top5)), ("video", _path(c.video)), ("info", _info(c)))})
 
 
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
-
-
-def _label(top5: list[tuple[str, float]]) -> dict[str, float]:
-    return dict(top5)
 
 
 def _path(path: Path | None) -> str | None:
@@ -235,6 +244,7 @@ def examples() -> list[str]:
 def build_ui(demo: Demo, concurrency: int = 2):
     import gradio as gr
 
+    shown = {}  # the output components, by their names in OUTPUTS
     with gr.Blocks(title="emktd demo", delete_cache=(900, 3600)) as ui:
         gr.Markdown(INTRO.format(frames=NUM_FRAMES, window=demo.window))
         with gr.Row():
@@ -244,22 +254,21 @@ def build_ui(demo: Demo, concurrency: int = 2):
                 if examples():
                     gr.Examples(examples(), inputs=clip, label="examples from the benchmark's test split")
             with gr.Column(scale=1):
-                status = gr.Markdown(elem_id="status")
-                agreement = gr.Markdown(elem_id="agreement")
-                monitor = gr.Label(label="entropy monitor: trust per modality", elem_id="monitor")
+                shown["status"] = gr.Markdown(elem_id="status")
+                shown["agreement"] = gr.Markdown(elem_id="agreement")
+                shown["monitor"] = gr.Label(label="entropy monitor: trust per modality", elem_id="monitor")
                 gr.Markdown(MONITOR_HELP)
-        columns = {}
         with gr.Row():
             for name in ("teacher", "student"):
                 with gr.Column():
                     gr.Markdown(f"## {name.capitalize()}")
-                    columns[name] = (gr.Label(num_top_classes=5, label=f"{name}: top-5 sound events",
-                                              elem_id=f"{name}-label"),
-                                     gr.Video(label=f"{name}: sounding object", elem_id=f"{name}-video",
-                                              interactive=False, height=300),
-                                     gr.Markdown(elem_id=f"{name}-info"))
-        outputs = [status, *columns["teacher"], *columns["student"], agreement, monitor]
-        run.click(demo.handle, inputs=clip, outputs=outputs, api_name="analyse", concurrency_limit=concurrency)
+                    shown[f"{name}_label"] = gr.Label(num_top_classes=5, label=f"{name}: top-5 sound events",
+                                                      elem_id=f"{name}-label")
+                    shown[f"{name}_video"] = gr.Video(label=f"{name}: sounding object", elem_id=f"{name}-video",
+                                                      interactive=False, height=300)
+                    shown[f"{name}_info"] = gr.Markdown(elem_id=f"{name}-info")
+        run.click(demo.handle, inputs=clip, outputs=[shown[name] for name in OUTPUTS], api_name="analyse",
+                  concurrency_limit=concurrency)
     return ui.queue(default_concurrency_limit=concurrency, max_size=64)
 
 

@@ -25,8 +25,9 @@ import time
 
 import torch
 
-from .distill import KERNELS, em_ktd_loss, entropy_weights
+from .losses import KERNELS, em_ktd_loss
 from .models import PRESETS, create_model
+from .monitor import entropy_weights
 
 TEACHER_WIDTH = PRESETS["cavmae-base"].embed_dim
 
@@ -121,7 +122,8 @@ def _run_case(case: str, batch: int, device: torch.device, dtype: torch.dtype, r
     return {"case": case, "ms": 1000 * times[len(times) // 2], "peak_mb": peak.mb}
 
 
-def _hardware(device: torch.device) -> str:
+def hardware(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model and torch's thread count: what every timing names."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     model = platform.machine()
@@ -143,7 +145,7 @@ def bench_loss(args) -> None:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     student_ms = rows[0]["ms"]
-    print(f"EM-KTD loss vs student step: batch {args.batch}, {args.dtype}, {_hardware(device)}, torch {torch.__version__}")
+    print(f"EM-KTD loss vs student step: batch {args.batch}, {args.dtype}, {hardware(device)}, torch {torch.__version__}")
     print(f"tokens audio 512 / visual 196 / fused 708; teacher width {TEACHER_WIDTH}, student cavmae-tiny width 192")
     print()
     print(f"| {'what (forward + backward)':<34} | {'median ms':>10} | {'peak MB':>8} | {'share of student step':>21} |")
@@ -155,29 +157,17 @@ def bench_loss(args) -> None:
 
 
 def _write_long_clip(path, minutes: float, height: int, fps: int) -> None:
-    import av
+    """A long H.264 + AAC stereo 48 kHz clip of a scrolling noise picture, written frame by frame."""
     import numpy as np
+
+    from .media import write_video
 
     width = height * 16 // 9 // 2 * 2
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "g": str(2 * fps)})
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        audio = container.add_stream("aac", rate=48000)
-        audio.layout = "stereo"
-        for i in range(int(minutes * 60 * fps)):
-            frame = av.VideoFrame.from_ndarray(np.roll(base, 8 * i, axis=1), format="rgb24")
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        samples = 0
-        while samples < minutes * 60 * 48000:
-            block = (0.1 * rng.standard_normal((2, 1024))).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts = 48000, samples
-            samples += 1024
-            container.mux(audio.encode(frame))
-        container.mux(audio.encode(None))
+    frames = (np.roll(base, 8 * i, axis=1) for i in range(int(minutes * 60 * fps)))
+    audio = (0.1 * rng.standard_normal((2, int(minutes * 60 * 48000)))).astype(np.float32)
+    write_video(path, frames, fps, audio, 48000, options={"preset": "ultrafast", "g": str(2 * fps)})
 
 
 def _run_decode(path: str, frames: int, max_side: int) -> dict:
@@ -202,7 +192,7 @@ def bench_decode(args) -> None:
         result = json.loads(out.stdout.strip().splitlines()[-1])
         size_mb = path.stat().st_size / 2**20
     print(f"load_clip on {args.minutes:g} min of {args.height}p H.264 ({args.fps} fps) + AAC stereo 48 kHz, "
-          f"{size_mb:.0f} MB file; {_hardware(torch.device('cpu'))}")
+          f"{size_mb:.0f} MB file; {hardware(torch.device('cpu'))}")
     print()
     print("| frames | max_side | frames out | audio samples | seconds | peak memory growth MB |")
     print("|---:|---:|---|---:|---:|---:|")
@@ -242,7 +232,8 @@ def bench_infer(args) -> None:
     from pathlib import Path
 
     from .media import probe
-    from .predict import Predictor, decode, predict_with_overlay, window_s
+    from .overlay import predict_with_overlay
+    from .predict import Predictor, decode, window_s
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -270,7 +261,7 @@ def bench_infer(args) -> None:
                     times[key].append(value)
             rows.append((name, backend, predictor.parameters, {k: statistics.median(v) for k, v in times.items()}))
     print(f"{Path(clip_path).name}: {info.duration_s:.1f} s, {info.width}x{info.height} {info.video_codec}"
-          f" + {info.audio_codec}; {_hardware(torch.device('cpu'))}; median of {args.repeats} after a warm-up")
+          f" + {info.audio_codec}; {hardware(torch.device('cpu'))}; median of {args.repeats} after a warm-up")
     print()
     print("| model | runtime | parameters | decode ms | features ms | model ms | overlay video ms | request ms |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")

@@ -10,6 +10,7 @@ a dynamic batch dimension.  Feature extraction (Kaldi fbank) stays in Python: it
 from __future__ import annotations
 
 import argparse
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -114,9 +115,36 @@ def check(model: AVTransformer, onnx_path: str | Path, batch: int = 3, seed: int
     return result
 
 
+# ------------------------------------------------------------------ ONNX files that follow their weights
+
+def weights_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        digest.update((Path(folder) / name).read_bytes())
+    return digest.hexdigest()
+
+
+def onnx_file(folder: Path, model, cache: str | Path | None = None) -> Path:
+    """``folder/model.onnx`` when it was exported from these weights, else a fresh export in the cache."""
+    import onnx
+
+    digest = weights_digest(folder)
+    candidates = [Path(folder) / "model.onnx"]
+    cache_dir = Path(cache) if cache is not None else Path.home() / ".cache" / "emktd" / "onnx"
+    candidates.append(cache_dir / digest[:16] / "model.onnx")
+    for path in candidates:
+        if path.is_file():
+            meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            if meta.get(DIGEST_KEY) == digest:
+                return path
+    target = candidates[-1]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"{folder}: exporting model.onnx for these weights to {target}", flush=True)
+    return export_onnx(model.float().cpu(), target, digest=digest)
+
+
 def main(argv=None) -> None:
     from .hub import load_pretrained
-    from .predict import weights_digest
 
     p = argparse.ArgumentParser(prog="python -m emktd.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import torchaudio.compliance.kaldi as kaldi
 
 __all__ = [
+    "SAMPLE_RATE_HZ",
     "CAVMAE_FBANK_MEAN",
     "CAVMAE_FBANK_STD",
     "IMAGENET_MEAN",
@@ -27,6 +28,7 @@ __all__ = [
     "frames_to_tensor",
 ]
 
+SAMPLE_RATE_HZ = 16000  # CAV-MAE's audio rate: every decoder and reader resamples to it
 CAVMAE_FBANK_MEAN = -5.081
 CAVMAE_FBANK_STD = 4.4849
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -58,7 +60,7 @@ def _as_tensor(waveform) -> torch.Tensor:
 
 def audio_fbank(
     waveform,
-    sample_rate_hz: int = 16000,
+    sample_rate_hz: int = SAMPLE_RATE_HZ,
     config: FbankConfig = FbankConfig(),
     dither: float = 0.0,
     normalize: bool = True,
@@ -98,7 +100,7 @@ def audio_fbank_windows(
     waveform,
     num_windows: int,
     window_s: float = 1.0,
-    sample_rate_hz: int = 16000,
+    sample_rate_hz: int = SAMPLE_RATE_HZ,
     config: FbankConfig = FbankConfig(num_frames=96),
     dither: float = 0.0,
     normalize: bool = True,

@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .files import atomic_path
 from .models import AVConfig, AVTransformer
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "ModelLoadError", "save_pretrained", "load_pretrained", "resolve_folder"]
@@ -38,9 +39,8 @@ def save_pretrained(model: AVTransformer, folder: str | Path, dtype: torch.dtype
     config = {"model_type": MODEL_TYPE, "emktd_version": __version__, **model.config.to_dict()}
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
-    tmp = folder / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, folder / WEIGHTS_NAME)
+    with atomic_path(folder / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     if card is not None:
         (folder / "README.md").write_text(card)

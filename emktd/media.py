@@ -13,13 +13,18 @@ file) raises :class:`MediaError` naming the file and the reason.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-__all__ = ["Clip", "MediaError", "load_clip", "probe"]
+from .features import SAMPLE_RATE_HZ
+
+__all__ = ["Clip", "MediaError", "load_clip", "load_audio", "probe", "write_video"]
 
 # FFmpeg's "tty" demuxer renders any text file as ANSI art, a video stream: not a clip.
 _TEXT_FORMATS = ("tty",)
@@ -242,11 +247,21 @@ def _decoded(container, stream, counter):
         yield from frames
 
 
+def _mono_chunks(frames, sample_rate_hz: int):
+    """Audio frames -> mono float32 chunks at ``sample_rate_hz``, flushed at the end.
+
+    Every channel goes through the resampler and is averaged afterwards: FFmpeg's own downmix
+    weights surround channels, a plain mean is what CAV-MAE sees."""
+    resampler = av.AudioResampler(format="fltp", rate=sample_rate_hz)
+    for frame in frames:
+        for out in resampler.resample(frame):
+            yield frame, out.to_ndarray().mean(axis=0, dtype=np.float32)
+    for out in resampler.resample(None):
+        yield None, out.to_ndarray().mean(axis=0, dtype=np.float32)
+
+
 def _decode_audio(container, stream, start_s, duration_s, sample_rate_hz, counter) -> np.ndarray:
     stream.thread_type = "AUTO"
-    # Keep every channel through the resampler and average afterwards: FFmpeg's
-    # own downmix weights surround channels, a plain mean is what CAV-MAE sees.
-    resampler = av.AudioResampler(format="fltp", rate=sample_rate_hz)
     stream_start_s = _stream_start_s(stream)
     if start_s > 0:
         container.seek(int((stream_start_s + start_s) / float(stream.time_base)), stream=stream, backward=True)
@@ -254,17 +269,15 @@ def _decode_audio(container, stream, start_s, duration_s, sample_rate_hz, counte
     decoded_samples = 0
     first_time_s = None
     end_s = None if duration_s is None else start_s + duration_s
-    for frame in _decoded(container, stream, counter):
-        if first_time_s is None and frame.pts is not None:
+    frames = _decoded(container, stream, counter)
+    for frame, chunk in _mono_chunks(frames, sample_rate_hz):
+        if first_time_s is None and frame is not None and frame.pts is not None:
             first_time_s = float(frame.pts * frame.time_base) - stream_start_s
-        for out in resampler.resample(frame):
-            chunks.append(out.to_ndarray().mean(axis=0, dtype=np.float32))
-            decoded_samples += chunks[-1].size
-        if end_s is not None and first_time_s is not None:
+        chunks.append(chunk)
+        decoded_samples += chunk.size
+        if end_s is not None and first_time_s is not None and frame is not None:
             if first_time_s + decoded_samples / sample_rate_hz >= end_s:
-                break
-    for out in resampler.resample(None):
-        chunks.append(out.to_ndarray().mean(axis=0, dtype=np.float32))
+                frames.close()  # stop decoding; the resampler's rest is flushed
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     offset = int(round((start_s - (first_time_s or 0.0)) * sample_rate_hz))
     if offset > 0:
@@ -274,10 +287,30 @@ def _decode_audio(container, stream, start_s, duration_s, sample_rate_hz, counte
     return audio
 
 
+def load_audio(path: str | Path, sample_rate_hz: int = SAMPLE_RATE_HZ, max_s: float | None = None) -> np.ndarray:
+    """The first audio track of any file FFmpeg reads, from its first decoded sample, as mono
+    float32 at ``sample_rate_hz`` (channels averaged); at most ``max_s`` seconds."""
+    path = Path(path)
+    counter = {"skipped": 0, "unreadable": 0}
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise MediaError(path, "no audio track; a sound recording is expected")
+        stream = container.streams.audio[0]
+        chunks, samples = [], 0
+        frames = _decoded(container, stream, counter)
+        for frame, chunk in _mono_chunks(frames, sample_rate_hz):
+            chunks.append(chunk)
+            samples += chunk.size
+            if max_s is not None and frame is not None and samples >= max_s * sample_rate_hz:
+                frames.close()
+    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    return audio[: int(max_s * sample_rate_hz)] if max_s is not None else audio
+
+
 def load_clip(
     path: str | Path,
     num_frames: int,
-    sample_rate_hz: int = 16000,
+    sample_rate_hz: int = SAMPLE_RATE_HZ,
     max_side: int | None = 512,
     start_s: float = 0.0,
     duration_s: float | None = None,
@@ -363,30 +396,31 @@ def load_clip(
 
 def write_video(
     path: str | Path,
-    frames: np.ndarray,
+    frames: np.ndarray | Iterable[np.ndarray],
     fps: float,
     audio: np.ndarray | None = None,
-    sample_rate_hz: int = 16000,
+    sample_rate_hz: int = SAMPLE_RATE_HZ,
     video_codec: str = "libx264",
     audio_codec: str = "aac",
     pixel_format: str = "yuv420p",
     options: dict[str, str] | None = None,
 ) -> Path:
-    """Write ``[T, H, W, 3]`` uint8 RGB frames (and optional ``[S]`` or ``[C, S]`` float audio).
+    """Write ``[T, H, W, 3]`` uint8 RGB frames (an array, or any iterable of ``[H, W, 3]`` frames,
+    so that long clips need not fit in memory) and optional ``[S]`` or ``[C, S]`` float audio.
 
     The defaults (H.264 in yuv420p + AAC, moov atom first) play in every browser.
     """
     path = Path(path)
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be [T, H, W, 3] uint8, got {frames.shape} {frames.dtype}")
-    height, width = frames.shape[1:3]
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None or first.ndim != 3 or first.shape[-1] != 3 or first.dtype != np.uint8:
+        got = "no frames" if first is None else f"{first.shape} {first.dtype} frames"
+        raise ValueError(f"frames must be [T, H, W, 3] uint8, got {got}")
+    height, width = first.shape[:2]
     if video_codec in ("libx264", "h264", "mpeg4", "libvpx-vp9") and (height % 2 or width % 2):
         raise ValueError(f"{video_codec} with {pixel_format} needs even frame sizes, got {width}x{height}")
     container_options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov") else {}
     with av.open(str(path), mode="w", options=container_options) as container:
-        from fractions import Fraction
-
         rate = Fraction(fps).limit_denominator(1001)
         vstream = container.add_stream(video_codec, rate=rate, options=options or {})
         vstream.width, vstream.height, vstream.pix_fmt = width, height, pixel_format
@@ -396,7 +430,7 @@ def write_video(
             astream = container.add_stream(audio_codec, rate=sample_rate_hz)
             astream.layout = "mono" if audio.shape[0] == 1 else "stereo" if audio.shape[0] == 2 else "5.1"
         vstream.codec_context.time_base = 1 / rate
-        for index, image in enumerate(frames):
+        for index, image in enumerate(itertools.chain([first], frames)):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts, frame.time_base = index, 1 / rate
             container.mux(vstream.encode(frame))

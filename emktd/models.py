@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
+    "MODALITIES",
     "AVConfig",
     "AVOutput",
     "AVTransformer",
@@ -34,6 +35,10 @@ __all__ = [
     "load_cavmae_checkpoint",
     "sincos_pos_embed_2d",
 ]
+
+
+# The token sets of a forward pass, by the one name each has everywhere (losses, monitor, logs).
+MODALITIES = ("audio", "visual", "fused")
 
 
 @dataclass(frozen=True)
@@ -236,7 +241,7 @@ class AVOutput(NamedTuple):
 
     def tokens(self) -> dict[str, torch.Tensor]:
         """The distillation interface: ``{"audio", "visual", "fused"}`` -> tokens, present modalities only."""
-        named = {"audio": self.audio_tokens, "visual": self.visual_tokens, "fused": self.fused_tokens}
+        named = dict(zip(MODALITIES, (self.audio_tokens, self.visual_tokens, self.fused_tokens)))
         return {m: t for m, t in named.items() if t is not None}
 
 
@@ -332,18 +337,6 @@ class AVTransformer(nn.Module):
             visual = x[:, x.shape[1] - gh * gw:]
             masks = self.mask_decoder(visual.transpose(1, 2).reshape(x.shape[0], -1, gh, gw))
         return AVOutput(logits, a, v, x, masks)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, **kwargs) -> "AVTransformer":
-        """Load a model folder (config.json + model.safetensors) or a Hub repo id; keys are checked strictly."""
-        from .hub import load_pretrained
-
-        return load_pretrained(name_or_path, **kwargs)
-
-    def save_pretrained(self, folder: str | Path, **kwargs) -> Path:
-        from .hub import save_pretrained
-
-        return save_pretrained(self, folder, **kwargs)
 
 
 _BLOCK_KEY = re.compile(r"^blocks_([avu])\.(\d+)\.")

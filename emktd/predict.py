@@ -14,8 +14,6 @@ over the centre square the model sees (:func:`emktd.features.frames_to_tensor`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .features import FbankConfig, audio_fbank, frames_to_tensor
-from .media import Clip, load_clip, write_video
+from .export import OnnxModel, onnx_file
+from .features import SAMPLE_RATE_HZ, FbankConfig, audio_fbank, frames_to_tensor
+from .media import Clip, load_clip
+from .hub import load_pretrained, resolve_folder
 from .models import AVConfig, AVOutput
 
-SAMPLE_RATE_HZ = 16000
 HOP_S = FbankConfig().frame_shift_ms / 1000.0
 BACKENDS = ("torch", "onnx")
 
@@ -71,8 +70,6 @@ class Predictor:
     def load(cls, name_or_path: str | Path, backend: str = "torch", device: str = "auto",
              onnx_cache: str | Path | None = None) -> "Predictor":
         """A model folder or Hub id; ``backend='onnx'`` runs ``model.onnx`` (exported when missing or stale)."""
-        from .hub import load_pretrained, resolve_folder
-
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
         if device == "auto":
@@ -81,8 +78,6 @@ class Predictor:
         model = load_pretrained(folder, device=device)
         parameters = model.num_parameters()
         if backend == "onnx":
-            from .export import OnnxModel
-
             onnx_path = onnx_file(folder, model, onnx_cache)
             return cls(OnnxModel(onnx_path, model.config), model.config, "onnx", parameters, "cpu")
         return cls(model, model.config, "torch", parameters, device)
@@ -116,87 +111,6 @@ class Predictor:
                           {"features": featured - started, "model": finished - featured})
 
 
-# ------------------------------------------------------------------ ONNX files that follow their weights
-
-def weights_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        digest.update((Path(folder) / name).read_bytes())
-    return digest.hexdigest()
-
-
-def onnx_file(folder: Path, model, cache: str | Path | None = None) -> Path:
-    """``folder/model.onnx`` when it was exported from these weights, else a fresh export in the cache."""
-    import onnx
-
-    from .export import DIGEST_KEY, export_onnx
-
-    digest = weights_digest(folder)
-    candidates = [Path(folder) / "model.onnx"]
-    cache_dir = Path(cache) if cache is not None else Path.home() / ".cache" / "emktd" / "onnx"
-    candidates.append(cache_dir / digest[:16] / "model.onnx")
-    for path in candidates:
-        if path.is_file():
-            meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-            if meta.get(DIGEST_KEY) == digest:
-                return path
-    target = candidates[-1]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"{folder}: exporting model.onnx for these weights to {target}", flush=True)
-    return export_onnx(model.float().cpu(), target, digest=digest)
-
-
-# ------------------------------------------------------------------ overlays and agreement
-
-OVERLAY_RGB = np.array([255, 64, 160], np.float32)
-
-
-def crop_box(height: int, width: int) -> tuple[int, int, int]:
-    """(top, left, side) of the centre square the model sees in a frame."""
-    side = min(height, width)
-    return (height - side) // 2, (width - side) // 2, side
-
-
-def overlay(frames: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Tint the object pixels (mask >= 0.5) of each frame, inside the centre square the model saw."""
-    import cv2
-
-    out = frames.astype(np.float32).copy()
-    top, left, side = crop_box(*frames.shape[1:3])
-    for frame, mask in zip(out, masks):
-        m = cv2.resize(mask.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR) >= 0.5
-        region = frame[top:top + side, left:left + side]
-        region[m] = (1 - alpha) * region[m] + alpha * OVERLAY_RGB
-        edges = m ^ cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        region[edges] = OVERLAY_RGB
-    return out.round().clip(0, 255).astype(np.uint8)
-
-
-def overlay_video(path: str | Path, clip: Clip, masks: np.ndarray, window: float, fps: int = 10) -> Path:
-    """An H.264 + AAC mp4 of the sampled frames with their masks, each held for its share of the
-    window, with the window's sound."""
-    frames = overlay(clip.frames, masks)
-    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # yuv420p needs even sides
-    frames = frames[:, :h, :w]
-    hold = max(1, round(fps * min(window, max(clip.duration_s, 1e-3)) / len(frames)))
-    audio = clip.audio if clip.has_audio else None
-    return write_video(path, np.repeat(frames, hold, axis=0), fps, audio, clip.sample_rate_hz,
-                       options={"preset": "veryfast"})
-
-
-def predict_with_overlay(predictor: "Predictor", clip: Clip, window: float,
-                         video_path: str | Path) -> tuple[Prediction, Path | None]:
-    """What the demo does per model: predict, then write the overlay video (when the model segments);
-    its time joins ``prediction.seconds`` as "overlay video"."""
-    prediction = predictor.predict(clip)
-    if prediction.masks is None:
-        return prediction, None
-    started = time.perf_counter()
-    video = overlay_video(video_path, clip, prediction.masks, window)
-    prediction.seconds["overlay video"] = time.perf_counter() - started
-    return prediction, video
-
-
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two models' object pixels over all frames (masks resized to the larger grid); 1 when both are empty."""
     size = max(a.shape[-1], b.shape[-1])
@@ -210,39 +124,4 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-# ------------------------------------------------------------------ the entropy monitor beside a teacher
-
-MONITOR_WEIGHTS, MONITOR_CONFIG = "monitor.safetensors", "monitor.json"
-
-
-def save_monitor(monitor, folder: str | Path, lam: float) -> None:
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in monitor.state_dict().items()},
-              str(folder / MONITOR_WEIGHTS))
-    probe = next(iter(monitor.probes.values()))
-    (folder / MONITOR_CONFIG).write_text(json.dumps(
-        {"task": monitor.task, "lam": lam, "dim": probe.linear.in_features,
-         "num_classes": probe.linear.out_features if monitor.task == "classification" else 0}, indent=1) + "\n")
-
-
-def load_monitor(folder: str | Path, config: AVConfig):
-    """The teacher's entropy monitor (probes on its tokens) and its lambda, or None when the folder has none."""
-    from safetensors.torch import load_file
-
-    from .distill import EntropyMonitor
-
-    folder = Path(folder)
-    if not (folder / MONITOR_CONFIG).is_file():
-        return None
-    meta = json.loads((folder / MONITOR_CONFIG).read_text())
-    monitor = EntropyMonitor(meta["dim"], meta["num_classes"], meta["task"], config.visual_grid, config.image_size)
-    monitor.load_state_dict(load_file(str(folder / MONITOR_WEIGHTS)))
-    return monitor.eval(), float(meta["lam"])
-
-
-__all__ = ["Predictor", "Prediction", "decode", "window_s", "overlay", "overlay_video", "predict_with_overlay",
-           "mask_iou", "onnx_file",
-           "save_monitor", "load_monitor", "BACKENDS"]
+__all__ = ["Predictor", "Prediction", "decode", "window_s", "mask_iou", "BACKENDS"]

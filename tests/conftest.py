@@ -1,5 +1,4 @@
 import os
-import sys
 from pathlib import Path
 
 # The same settings the Makefile exports, for a bare `pytest` too; set before
@@ -7,9 +6,6 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-
-# training/ is a folder of scripts, not a package; its modules import each other by name.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
 import av  # noqa: E402
 import numpy as np  # noqa: E402
@@ -94,8 +90,8 @@ def write_stamp(path: Path, colour, size=(60, 40)) -> None:
 
 def fake_debian_root(root: Path, monkeypatch) -> Path:
     """A small tree laid out like the three unpacked Debian packages, with the source lists
-    of ``training/sources.py`` patched to match it."""
-    import sources
+    of ``training/embedded/sources.py`` patched to match it."""
+    from training.embedded import sources
 
     monkeypatch.setattr(sources, "CLASSES", CLASSES)
     monkeypatch.setattr(sources, "DROPPED", DROPPED)
@@ -127,8 +123,8 @@ def fake_debian_root(root: Path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def small_bench(tmp_path_factory):
     """A --small embedded benchmark built from the fake source tree (4 classes), once per session."""
-    import benchmark
-    import sources
+    from training.embedded import build as benchmark
+    from training.embedded import sources
 
     base = tmp_path_factory.mktemp("small_bench")
     with pytest.MonkeyPatch.context() as mp:

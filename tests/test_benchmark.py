@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import benchmark
-import sources
+from training.embedded import build as benchmark
+from training.embedded import sources
 from conftest import CLASSES, DROPPED, fake_debian_root, write_sound, write_stamp
-from data_formats import AVSBenchMS3Dataset, AVSBenchS4Dataset, VGGSoundDataset, collate
+from training.readers.avsbench import MS3Dataset as AVSBenchMS3Dataset
+from training.readers.avsbench import S4Dataset as AVSBenchS4Dataset
+from training.readers.common import collate
+from training.readers.vggsound import VGGSoundDataset
 from emktd.features import FbankConfig
-from synth import SynthConfig, synthesize
+from training.embedded.synth import SynthConfig, synthesize
 
 @pytest.fixture
 def fake_root(tmp_path, monkeypatch):

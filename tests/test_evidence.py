@@ -1,6 +1,6 @@
 import json
 
-import evidence
+from training.experiments import evidence
 
 
 def write(results_dir, name, top1, miou):

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from emktd.export import OnnxModel, check, export_onnx, main
+from emktd.hub import save_pretrained
 from emktd.models import create_model
 
 
@@ -9,7 +10,7 @@ from emktd.models import create_model
 def exported(tmp_path_factory):
     torch.manual_seed(0)
     model = create_model("bench-student", num_classes=5).eval()
-    folder = model.save_pretrained(tmp_path_factory.mktemp("student") / "student")
+    folder = save_pretrained(model, tmp_path_factory.mktemp("student") / "student")
     return model, export_onnx(model, folder / "model.onnx")
 
 
@@ -39,7 +40,7 @@ def test_model_without_decoder_exports_without_masks(tmp_path):
 
 
 def test_command_line(tmp_path, capsys):
-    create_model("bench-student", num_classes=4).save_pretrained(tmp_path / "m")
+    save_pretrained(create_model("bench-student", num_classes=4), tmp_path / "m")
     main([str(tmp_path / "m")])
     printed = capsys.readouterr().out
     agreement = float(printed.split("mask_agreement ")[1].split(" %")[0])

@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from emktd.hub import ModelLoadError, load_pretrained
-from emktd.models import AVTransformer, create_model
+from emktd.hub import ModelLoadError, load_pretrained, save_pretrained
+from emktd.models import create_model
 
 
 @pytest.fixture
@@ -23,9 +23,9 @@ def inputs(model):
 
 
 def test_round_trip_predicts_the_same(tmp_path, model):
-    folder = model.save_pretrained(tmp_path / "student", card="# student\n")
+    folder = save_pretrained(model, tmp_path / "student", card="# student\n")
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
-    loaded = AVTransformer.from_pretrained(folder)
+    loaded = load_pretrained(folder)
     assert loaded.config == model.config and loaded.config.labels == ("dog", "cow", "violin")
     assert not loaded.training
     with torch.no_grad():
@@ -35,7 +35,7 @@ def test_round_trip_predicts_the_same(tmp_path, model):
 
 
 def test_half_precision_storage(tmp_path, model):
-    folder = model.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    folder = save_pretrained(model, tmp_path / "half", dtype=torch.float16)
     assert all(t.dtype == torch.float16 for t in load_file(folder / "model.safetensors").values())
     loaded = load_pretrained(folder)
     assert next(loaded.parameters()).dtype == torch.float32
@@ -47,7 +47,7 @@ def test_half_precision_storage(tmp_path, model):
     ("extra", "unexpected"), ("drop", "missing"), ("shape", "shape mismatch"),
 ])
 def test_strict_keys(tmp_path, model, change, message):
-    folder = model.save_pretrained(tmp_path / "m")
+    folder = save_pretrained(model, tmp_path / "m")
     state = load_file(folder / "model.safetensors")
     if change == "extra":
         state["probe.weight"] = torch.zeros(2)
@@ -65,7 +65,7 @@ def test_bad_folders(tmp_path, model):
     with pytest.raises(ModelLoadError, match="missing config.json"):
         (tmp_path / "empty").mkdir()
         load_pretrained(tmp_path / "empty")
-    folder = model.save_pretrained(tmp_path / "m")
+    folder = save_pretrained(model, tmp_path / "m")
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
     with pytest.raises(ModelLoadError, match="model_type"):
@@ -89,7 +89,7 @@ def test_hub_id_from_cache(tmp_path, model):
     """A repo already in huggingface_hub's cache layout loads offline by its id."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "models--emktd--student"
-    model.save_pretrained(repo / "snapshots" / commit)
+    save_pretrained(model, repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     loaded = load_pretrained("emktd/student", cache_dir=tmp_path)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from metrics import (SegmentationMeter, average_precision, classification_metrics, frame_iou, roc_auc,
+from training.run.metrics import (SegmentationMeter, average_precision, classification_metrics, frame_iou, roc_auc,
                      topk_accuracy)
 
 

@@ -3,20 +3,21 @@ import onnx
 import pytest
 import torch
 
-from emktd.distill import EntropyMonitor
-from emktd.export import DIGEST_KEY
+from emktd.export import DIGEST_KEY, onnx_file, weights_digest
+from emktd.hub import save_pretrained
 from conftest import indexed_frames, tone
 from emktd.media import load_clip, probe, write_video
 from emktd.models import create_model
-from emktd.predict import (Predictor, crop_box, decode, load_monitor, mask_iou, onnx_file, overlay, overlay_video,
-                           save_monitor, weights_digest, window_s)
+from emktd.monitor import EntropyMonitor, load_monitor, save_monitor
+from emktd.overlay import crop_box, overlay, overlay_video
+from emktd.predict import Predictor, decode, mask_iou, window_s
 
 
 @pytest.fixture(scope="module")
 def student_dir(tmp_path_factory):
     torch.manual_seed(0)
     model = create_model("bench-student", num_classes=6, labels=tuple("abcdef"))
-    return model.save_pretrained(tmp_path_factory.mktemp("m") / "student")
+    return save_pretrained(model, tmp_path_factory.mktemp("m") / "student")
 
 
 def test_decode_reads_the_window_only(make_clip):
@@ -52,7 +53,7 @@ def test_onnx_file_follows_the_weights(student_dir, tmp_path):
     mtime = first.stat().st_mtime_ns
     # Other weights in the same folder: the cached graph no longer matches and a new one is made.
     torch.manual_seed(1)
-    changed = create_model("bench-student", num_classes=6, labels=tuple("abcdef")).save_pretrained(tmp_path / "s2")
+    changed = save_pretrained(create_model("bench-student", num_classes=6, labels=tuple("abcdef")), tmp_path / "s2")
     second = onnx_file(changed, Predictor.load(changed).model, cache)
     assert second != first and first.stat().st_mtime_ns == mtime
 

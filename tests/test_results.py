@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-import config as cfg
-import results
+from training.experiments import results
+from training.run import config as cfg
 
 
 def fake_run(folder, seed, top1, s4_miou, task="distill", method="emktd+kd"):

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import config as cfg
-import distill
-import engine
-import publish
-from emktd.hub import load_pretrained
+from training.experiments import publish
+from training.run import config as cfg
+from training.run import methods
+from training.run import pipeline as distill
+from training.run import teacher as engine
+from emktd.hub import load_pretrained, save_pretrained
 from emktd.models import create_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ def teacher_dir(small_bench, tmp_path_factory):
     labels = tuple(c.replace(" ", "_") for c in (small_bench / "classes.txt").read_text().split("\n") if c)
     torch.manual_seed(0)
     teacher = create_model("bench-teacher", num_classes=len(labels), labels=labels)
-    return teacher.save_pretrained(tmp_path_factory.mktemp("teacher") / "teacher")
+    return save_pretrained(teacher, tmp_path_factory.mktemp("teacher") / "teacher")
 
 
 def args(small_bench, teacher_dir, out, *extra):
@@ -49,7 +50,7 @@ def test_distill_end_to_end(small_bench, teacher_dir, tmp_path):
     train = [r for r in records(run) if r["type"] == "train"]
     assert len(train) == 3 and {"cls", "seg", "kd", "distill", "w_audio", "w_visual", "w_fused"} <= set(train[0])
     assert all(0 < r["w_audio"] <= 1 for r in train)
-    for name in ("metrics.json", "manifest.json", "probes.safetensors", "loss.png", "em_weights.png",
+    for name in ("metrics.json", "manifest.json", "monitor.safetensors", "loss.png", "em_weights.png",
                  "checkpoints/last.pt", "student/model.safetensors"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
@@ -65,7 +66,7 @@ def test_distill_end_to_end(small_bench, teacher_dir, tmp_path):
 def test_entropy_monitor_published_beside_the_teacher(small_bench, teacher_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from emktd.predict import load_monitor
+    from emktd.monitor import load_monitor
 
     run = tmp_path / "run"
     distill.main(args(small_bench, teacher_dir, run, "--method", "emktd", "--stop-after-steps", "1", "--lam", "0.5"))
@@ -76,7 +77,7 @@ def test_entropy_monitor_published_beside_the_teacher(small_bench, teacher_dir, 
     assert (out / "README.md").read_text().count("## Entropy monitor") == 1
     monitor, lam = load_monitor(out, load_pretrained(teacher_dir).config)
     assert lam == 0.5 and monitor.task == "classification"
-    probes = load_file(str(run / "probes.safetensors"))
+    probes = load_file(str(run / "monitor.safetensors"))
     assert all(torch.equal(v, probes[k]) for k, v in monitor.state_dict().items())
     kd_run = tmp_path / "kd"
     distill.main(args(small_bench, teacher_dir, kd_run, "--method", "kd", "--stop-after-steps", "1"))
@@ -84,7 +85,7 @@ def test_entropy_monitor_published_beside_the_teacher(small_bench, teacher_dir, 
         publish.write_monitor(kd_run, tmp_path / "t2")
 
 
-@pytest.mark.parametrize("method", cfg.METHODS)
+@pytest.mark.parametrize("method", methods.names())
 def test_every_method_takes_a_step(small_bench, teacher_dir, tmp_path, method):
     run = tmp_path / "run"
     assert distill.main(args(small_bench, teacher_dir, run, "--method", method, "--stop-after-steps", "1")) is None
@@ -129,7 +130,7 @@ def test_bad_configuration_fails_before_any_step(small_bench, teacher_dir, tmp_p
 
 
 def test_default_teacher_missing_says_how_to_get_one(monkeypatch, tmp_path):
-    monkeypatch.setattr(distill, "REPO", tmp_path)
+    monkeypatch.setattr(cfg, "REPO", tmp_path)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="--task teacher"):
         distill.load_teacher(cfg.RunConfig(), torch.device("cpu"))
@@ -256,7 +257,7 @@ def test_teacher_cache_serves_part_of_a_batch(teacher_dir):
 
 
 def test_teacher_cache_on_disk_is_reused_and_keyed_by_teacher(teacher_dir, tmp_path):
-    from emktd.distill import EntropyMonitor
+    from emktd.monitor import EntropyMonitor
 
     teacher = load_pretrained(teacher_dir)
     c = teacher.config
@@ -291,7 +292,7 @@ def test_teacher_cache_on_disk_is_reused_and_keyed_by_teacher(teacher_dir, tmp_p
 def test_vggsound_paper_setup_with_an_official_style_checkpoint(small_bench, tmp_path):
     """The paper's recipe (CAV-MAE .pth teacher, VGGSound layout, SpecAugment, mixup, label smoothing)
     at toy size: a checkpoint in CAV-MAE's layout (``module.`` keys, no mask decoder) as the teacher."""
-    from data_formats import read_vggsound_csv
+    from training.readers.vggsound import read_vggsound_csv
 
     labels = sorted({row[2] for row in read_vggsound_csv(small_bench / "vggsound" / "vggsound.csv")})
     torch.manual_seed(0)

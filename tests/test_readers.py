@@ -10,8 +10,11 @@ import torch
 from PIL import Image
 
 from conftest import indexed_frames, tone
-from data_formats import (AVSBenchMS3Dataset, AVSBenchS4Dataset, CavMaeJsonDataset, FormatError, VGGSoundDataset,
-                          collate, read_wav)
+from training.readers.avsbench import MS3Dataset as AVSBenchMS3Dataset
+from training.readers.avsbench import S4Dataset as AVSBenchS4Dataset
+from training.readers.cavmae import CavMaeJsonDataset
+from training.readers.common import FormatError, collate, read_wav
+from training.readers.vggsound import VGGSoundDataset
 from emktd.features import FbankConfig
 from emktd.media import write_video
 

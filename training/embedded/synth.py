@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from sources import Pack
+from .sources import Pack
 
 MODES = ("clean", "audio", "visual", "multi")
 MODE_WEIGHTS = (0.4, 0.2, 0.2, 0.2)

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emktd.features import SAMPLE_RATE_HZ
+from emktd.files import atomic_path
+
 PACKAGES = {
     "tuxpaint-stamps-default": "GPL-2+ (Tux Paint stamps: object images and their recorded sounds)",
     "tuxpaint-data": "GPL-2+ (Tux Paint templates: background photographs)",
@@ -36,7 +39,6 @@ TEMPLATES_DIR = "usr/share/tuxpaint/templates"
 SAMPLES_DIR = "usr/share/sonic-pi/samples"
 SAMPLES_COPYRIGHT = "usr/share/doc/sonic-pi-samples/copyright"
 
-SAMPLE_RATE_HZ = 16000
 STAMP_MAX_SIDE = 192
 DISTRACTOR_MAX_SIDE = 128
 BACKGROUND_SIZE = 256
@@ -199,7 +201,7 @@ def fetch(cache_dir: Path) -> Path:
             raise SourceError(
                 f"building the embedded benchmark from its sources needs `{tool}` (Debian or Ubuntu) to fetch "
                 f"{', '.join(PACKAGES)}; on another system use a source pack written elsewhere "
-                "(python training/benchmark.py build --pack PACK.npz)")
+                "(python -m training.embedded.build build --pack PACK.npz)")
     debs = cache_dir / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     for package in PACKAGES:
@@ -217,18 +219,9 @@ def fetch(cache_dir: Path) -> Path:
 
 def decode_sound(path: Path, max_s: float | None = None) -> np.ndarray:
     """Any audio file -> mono float32 at 16 kHz (channels averaged)."""
-    import av
+    from emktd.media import load_audio
 
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE_HZ)
-        chunks = []
-        for frame in container.decode(audio=0):
-            chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(frame))
-            if max_s is not None and sum(c.size for c in chunks) >= max_s * SAMPLE_RATE_HZ:
-                break
-        chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(None))
-    audio = np.concatenate(chunks).astype(np.float32)
-    return audio[: int(max_s * SAMPLE_RATE_HZ)] if max_s is not None else audio
+    return load_audio(path, SAMPLE_RATE_HZ, max_s)
 
 
 def _to_pcm(audio: np.ndarray) -> np.ndarray:
@@ -392,9 +385,8 @@ def save_pack(pack: Pack, path: Path) -> Path:
     meta["backgrounds"] = [{"name": b["name"], "split": b["split"]} for b in pack.backgrounds]
     meta["noises"] = [{"name": n["name"], "split": n["split"]} for n in pack.noises]
     arrays["meta_json"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
     return path
 
 
@@ -405,7 +397,7 @@ def load_pack(path: Path) -> Pack:
         data = np.load(path, allow_pickle=False)
         meta = json.loads(data["meta_json"].tobytes().decode())
     except (OSError, ValueError, KeyError) as exc:
-        raise SourceError(f"{path}: not a source pack written by training/benchmark.py ({exc})") from None
+        raise SourceError(f"{path}: not a source pack written by `python -m training.embedded.build pack` ({exc})") from None
 
     def sounds(group):
         pcm, offsets = data[f"{group}_pcm"], data[f"{group}_pcm_offsets"]

@@ -1,10 +1,10 @@
 """The embedded benchmark: build it, or print its statistics and a contact sheet.
 
-    python training/benchmark.py build              # default size (a few minutes on 2 cores)
-    python training/benchmark.py build --small      # seconds, for tests
-    python training/benchmark.py pack --out PACK.npz  # the compact source pack alone
-    python training/benchmark.py build --pack PACK.npz --formats s4,ms3   # no apt, no PyAV needed
-    python training/benchmark.py stats --sheet docs/benchmark_sheet.jpg
+    python -m training.embedded.build build              # default size (a few minutes on 2 cores)
+    python -m training.embedded.build build --small      # seconds, for tests
+    python -m training.embedded.build pack --out PACK.npz  # the compact source pack alone
+    python -m training.embedded.build build --pack PACK.npz --formats s4,ms3   # no apt, no PyAV needed
+    python -m training.embedded.build stats --sheet docs/benchmark_sheet.jpg
 
 The build writes the same clips in three real layouts under --root:
   vggsound/        vggsound.csv + video/<ytid>_000000.mp4 (H.264 + AAC), every clip
@@ -22,7 +22,6 @@ import importlib.util
 import json
 import os
 import shutil
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -31,14 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from emktd.files import write_text_atomic
+from training.readers.avsbench import ms3_paths, s4_paths
+from training.readers.common import FormatError, category_dir, read_mask, read_rgb, vggsound_ytid
 
-import data_formats as formats  # noqa: E402
-import sources  # noqa: E402
-from synth import SynthConfig, clip_rng, synthesize  # noqa: E402
+from . import sources, writers
+from .clips import read_clips
+from .synth import SynthConfig, clip_rng, synthesize
 
-REPO = HERE.parent
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO / "data" / "emktd-bench"
 DEFAULT_CACHE = REPO / ".cache" / "emktd"
 FORMATS = ("vggsound", "s4", "ms3")
@@ -113,7 +113,7 @@ def _build_one(task: tuple[str, int]) -> dict:
     split, index = task
     w = _WORKER
     root, pack, config = w["root"], w["pack"], w["config"]
-    ytid = formats.vggsound_ytid(split, index)
+    ytid = vggsound_ytid(split, index)
     done = root / "done" / f"{ytid}.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -122,19 +122,17 @@ def _build_one(task: tuple[str, int]) -> dict:
     labels = [pack.classes[c] for c in clip.labels]
     record = {"id": ytid, "split": split, "labels": labels, **clip.info, "formats": []}
     if "vggsound" in w["formats"]:
-        formats.write_vggsound_clip(root / "vggsound" / "video", ytid, clip, config.fps, config.sample_rate_hz)
+        writers.write_vggsound_clip(root / "vggsound" / "video", ytid, clip, config.fps, config.sample_rate_hz)
         record["formats"].append("vggsound")
     if clip.info["mode"] == "multi" and "ms3" in w["formats"]:
-        formats.write_ms3_clip(root / "avsbench" / "Multi-sources", split, ytid, clip, config.annotated_indices,
+        writers.write_ms3_clip(root / "avsbench" / "Multi-sources", split, ytid, clip, config.annotated_indices,
                                config.sample_rate_hz)
         record["formats"].append("ms3")
     elif clip.info["mode"] != "multi" and "s4" in w["formats"]:
-        formats.write_s4_clip(root / "avsbench" / "Single-source", split, formats.category_dir(labels[0]), ytid,
+        writers.write_s4_clip(root / "avsbench" / "Single-source", split, category_dir(labels[0]), ytid,
                               clip, config.annotated_indices, config.sample_rate_hz)
         record["formats"].append("s4")
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(done)  # written last: a clip with a done record has all its files
+    write_text_atomic(done, json.dumps(record))  # written last: a clip with a done record has all its files
     return record
 
 
@@ -180,7 +178,7 @@ def build(root: Path, size: Size, seed: int, pack_path: Path, formats_: tuple[st
             f.write(json.dumps(record) + "\n")
     if "vggsound" in formats_:
         rows = [(r["id"], 0, label, r["split"]) for r in records for label in r["labels"]]
-        formats.write_vggsound_csv(partial / "vggsound" / "vggsound.csv", rows)
+        writers.write_vggsound_csv(partial / "vggsound" / "vggsound.csv", rows)
     _write_avsbench_meta(partial, records, formats_)
     summary = {**settings, "classes": len(classes), "clips": Counter(r["split"] for r in records),
                "build_seconds": round(time.time() - start, 1), "licences": pack.meta["licences"],
@@ -204,7 +202,7 @@ def _write_avsbench_meta(root: Path, records: list[dict], formats_: tuple[str, .
             writer.writerow(["name", "start_time", "category", "split"])
             for r in records:
                 if "s4" in r["formats"]:
-                    writer.writerow([r["id"], 0, formats.category_dir(r["labels"][0]), r["split"]])
+                    writer.writerow([r["id"], 0, category_dir(r["labels"][0]), r["split"]])
     if "ms3" in formats_:
         ms3 = root / "avsbench" / "Multi-sources"
         ms3.mkdir(parents=True, exist_ok=True)
@@ -213,7 +211,20 @@ def _write_avsbench_meta(root: Path, records: list[dict], formats_: tuple[str, .
             writer.writerow(["video_id", "split", "labels"])
             for r in records:
                 if "ms3" in r["formats"]:
-                    writer.writerow([r["id"], r["split"], ";".join(formats.category_dir(x) for x in r["labels"])])
+                    writer.writerow([r["id"], r["split"], ";".join(category_dir(x) for x in r["labels"])])
+
+
+def ensure_built(root: Path, build_missing: bool = True) -> Path:
+    """``root`` when the benchmark is there; else build it there (the default size), or say how."""
+    root = Path(root)
+    if (root / "clips.jsonl").is_file():
+        return root
+    if not build_missing:
+        raise SystemExit(f"{root}: the embedded benchmark is missing; build it with "
+                         "`python -m training.embedded.build build` or drop --build-benchmark false")
+    print(f"{root}: building the embedded benchmark (about 6 minutes on 2 cores, 2.9 GB)", flush=True)
+    build(root, SIZES["default"], 0, ensure_pack(None), FORMATS, workers=2)
+    return root
 
 
 # ---------------------------------------------------------------- statistics and contact sheet
@@ -224,9 +235,7 @@ def folder_mb(path: Path) -> float:
 
 def stats(root: Path) -> str:
     root = Path(root)
-    if not (root / "clips.jsonl").is_file():
-        raise SystemExit(f"{root}: no benchmark here; build it with `python training/benchmark.py build`")
-    records = [json.loads(line) for line in (root / "clips.jsonl").read_text().splitlines()]
+    records = read_clips(root)
     summary = json.loads((root / "benchmark.json").read_text())
     classes = (root / "classes.txt").read_text().split("\n")[:-1]
     splits = ("train", "val", "test")
@@ -269,7 +278,7 @@ def contact_sheet(root: Path, out: Path, count: int = 6, seed: int = 0) -> Path:
     import cv2
 
     root = Path(root)
-    records = [json.loads(line) for line in (root / "clips.jsonl").read_text().splitlines()]
+    records = read_clips(root)
     rng = np.random.default_rng(seed)
     by_mode = {m: [r for r in records if r["split"] == "test" and r["mode"] == m and r["formats"]]
                for m in ("clean", "audio", "visual", "multi")}
@@ -281,18 +290,13 @@ def contact_sheet(root: Path, out: Path, count: int = 6, seed: int = 0) -> Path:
     rows = []
     for r in chosen:
         if "ms3" in r["formats"]:
-            data = root / "avsbench" / "Multi-sources" / "ms3_data"
-            frames = [data / "visual_frames" / r["id"] / f"{r['id']}.mp4_{k}.png" for k in range(1, 6)]
-            masks = [data / "gt_masks" / "test" / r["id"] / f"{r['id']}_{k}.png" for k in range(1, 6)]
+            paths = ms3_paths(root / "avsbench" / "Multi-sources", "test", r["id"])
         else:
-            data = root / "avsbench" / "Single-source" / "s4_data"
-            cat = formats.category_dir(r["labels"][0])
-            frames = [data / "visual_frames" / "test" / cat / r["id"] / f"{r['id']}_{k}.png" for k in range(1, 6)]
-            masks = [data / "gt_masks" / "test" / cat / r["id"] / f"{r['id']}_{k}.png" for k in range(1, 6)]
+            paths = s4_paths(root / "avsbench" / "Single-source", "test", category_dir(r["labels"][0]), r["id"])
         tiles = []
-        for fp, mp in zip(frames, masks):
-            image = formats.read_rgb(fp).astype(np.float32)
-            mask = formats.read_mask(mp) > 0
+        for fp, mp in zip(paths["frames"], paths["masks"]):
+            image = read_rgb(fp).astype(np.float32)
+            mask = read_mask(mp) > 0
             image[mask] = 0.55 * image[mask] + 0.45 * np.array([0, 255, 0])
             contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             image = np.ascontiguousarray(image.astype(np.uint8))
@@ -349,7 +353,7 @@ def main(argv=None) -> None:
             print(stats(args.root))
             if args.sheet:
                 print(f"contact sheet: {contact_sheet(args.root, args.sheet)}")
-    except (sources.SourceError, formats.FormatError) as exc:
+    except (sources.SourceError, FormatError) as exc:
         raise SystemExit(f"error: {exc}") from None
 
 

@@ -1,10 +1,10 @@
 """Turn a run folder into a Hugging Face model folder and push it.
 
-    python training/publish.py runs/RUN --repo-id you/emktd-student --dry-run   # write the folder only
-    HF_TOKEN=... python training/publish.py runs/RUN --repo-id you/emktd-student [--private]
+    python -m training.experiments.publish runs/RUN --repo-id you/emktd-student --dry-run   # write the folder only
+    HF_TOKEN=... python -m training.experiments.publish runs/RUN --repo-id you/emktd-student [--private]
 
 The folder holds config.json and model.safetensors (the student, loadable with
-``AVTransformer.from_pretrained``), labels.txt (the class list of config.json, one per
+``emktd.hub.load_pretrained``), labels.txt (the class list of config.json, one per
 line) and README.md, a model card with the teacher and its score, the student's score,
 parameter counts, dataset and clip counts, preprocessing, method settings and licences.
 """
@@ -15,13 +15,10 @@ import argparse
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from emktd.hub import load_pretrained  # noqa: E402
+from emktd.hub import load_pretrained, save_pretrained
+from emktd.monitor import MONITOR_CONFIG, MONITOR_WEIGHTS
 
 LICENCES = ("Code: Apache-2.0. Training data of the embedded benchmark: Tux Paint stamps and photographs "
             "(Debian tuxpaint-stamps-default, tuxpaint-data; GPL-2+) and sonic-pi samples (Debian "
@@ -61,8 +58,8 @@ def model_card(run: Path, repo_id: str) -> str:
          "classifying the sounding object and segmenting it."),
         "",
         "```python",
-        "from emktd.models import AVTransformer",
-        f"model = AVTransformer.from_pretrained({repo_id!r})",
+        "from emktd.hub import load_pretrained",
+        f"model = load_pretrained({repo_id!r})",
         "```",
         "",
         "## Results",
@@ -115,7 +112,7 @@ def write_folder(run: Path, out: Path, repo_id: str, half: bool = False) -> Path
     if half:
         import torch
 
-        load_pretrained(run / "student").save_pretrained(out, dtype=torch.float16)
+        save_pretrained(load_pretrained(run / "student"), out, dtype=torch.float16)
     else:
         for name in ("config.json", "model.safetensors"):
             shutil.copyfile(run / "student" / name, out / name)
@@ -127,29 +124,24 @@ def write_folder(run: Path, out: Path, repo_id: str, half: bool = False) -> Path
 
 
 def write_monitor(run: Path, out: Path) -> Path:
-    """The run's entropy probes (they read the teacher's tokens) beside the teacher: the demo shows
-    the monitor's view of a clip from them."""
-    from safetensors.torch import load_file
-
-    from emktd.distill import EntropyMonitor
-    from emktd.predict import save_monitor
-
-    run = Path(run)
+    """The run's entropy monitor (probes on the teacher's tokens) beside the teacher, in the one
+    monitor format (:mod:`emktd.monitor`): the demo shows the monitor's view of a clip from it."""
+    run, out = Path(run), Path(out)
     config = json.loads((run / "config.json").read_text())
-    if not (run / "probes.safetensors").is_file():
-        raise SystemExit(f"{run}: no probes.safetensors; only EM-KTD runs train the entropy monitor")
-    teacher = load_pretrained(config["teacher"])
-    monitor = EntropyMonitor(teacher.config.embed_dim, teacher.config.num_classes, config["resolved"]["monitor"],
-                             teacher.config.visual_grid, teacher.config.image_size)
-    monitor.load_state_dict(load_file(str(run / "probes.safetensors")))
-    save_monitor(monitor, out, config["lam"])
-    card = Path(out) / "README.md"
+    if not all((run / name).is_file() for name in (MONITOR_WEIGHTS, MONITOR_CONFIG)):
+        raise SystemExit(f"{run}: no {MONITOR_WEIGHTS}; only EM-KTD runs (methods that use the entropy "
+                         "monitor) train it")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (MONITOR_WEIGHTS, MONITOR_CONFIG):
+        shutil.copyfile(run / name, out / name)
+    task = json.loads((run / MONITOR_CONFIG).read_text())["task"]
+    card = out / "README.md"
     if card.is_file() and "## Entropy monitor" not in card.read_text():
         with card.open("a") as f:
-            f.write(f"\n## Entropy monitor\n`monitor.safetensors` and `monitor.json`: the {monitor.task} probes on this "
+            f.write(f"\n## Entropy monitor\n`monitor.safetensors` and `monitor.json`: the {task} probes on this "
                     f"model's audio, visual and fused tokens that EM-KTD trained in `{run.name}` (lambda "
-                    f"{config['lam']}), read with `emktd.predict.load_monitor`; the demo shows their weights.\n")
-    return Path(out)
+                    f"{config['lam']}), read with `emktd.monitor.load_monitor`; the demo shows their weights.\n")
+    return out
 
 
 def push(folder: Path, repo_id: str, private: bool) -> str:

@@ -1,6 +1,6 @@
 """Copy the demo's example clips from the benchmark's test split into examples/, with their notice.
 
-    python training/tools/make_examples.py [--root data/emktd-bench]
+    python -m training.experiments.make_examples [--root data/emktd-bench]
 
 The rule (no model is consulted): for each informativeness mode in MODES, the first test
 clip, in id order, set on a background photograph whose sounding objects cover at least
@@ -10,9 +10,10 @@ MIN_MASK of the frame.  The clips keep the licences of the material they are mad
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
+
+from training.embedded.clips import read_clips
 
 REPO = Path(__file__).resolve().parents[2]
 MODES = ("clean", "multi", "audio", "visual")
@@ -21,7 +22,7 @@ MAX_TOTAL_BYTES = 2 * 2**20
 
 NOTICE = """# Example clips
 
-Clips of the embedded benchmark's test split, picked by `training/tools/make_examples.py` (for each
+Clips of the embedded benchmark's test split, picked by `python -m training.experiments.make_examples` (for each
 informativeness mode, the first test clip on a background photograph whose sounding objects cover
 at least {min_mask:.0%} of the frame). Each is 5 s of 224x224 H.264 + AAC.
 
@@ -41,7 +42,7 @@ def main(argv=None) -> None:
     p.add_argument("--root", type=Path, default=REPO / "data" / "emktd-bench")
     p.add_argument("--out", type=Path, default=REPO / "examples")
     args = p.parse_args(argv)
-    records = [json.loads(line) for line in (args.root / "clips.jsonl").read_text().splitlines()]
+    records = read_clips(args.root)
     chosen = []
     for mode in MODES:
         for r in sorted(records, key=lambda r: r["id"]):

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emktd.distill import (KERNELS, EntropyMonitor, FitNetsProjection, at_loss, em_ktd_loss, entropy_weights,
-                           fitnets_loss, gram, kd_loss, ktd_loss, mtst_loss, pool_tokens, spkd_loss)
+from emktd.losses import (KERNELS, FitNetsProjection, at_loss, em_ktd_loss, fitnets_loss, gram, kd_loss, ktd_loss,
+                          mtst_loss, pool_tokens, spkd_loss)
+from emktd.monitor import EntropyMonitor, entropy_weights
 
 
 def rng(seed=0):

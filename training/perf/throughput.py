@@ -1,8 +1,8 @@
 """Training throughput: samples/s of teacher training and of a distillation step per method,
 and the share of the step spent in the distillation loss.
 
-    python training/bench.py                     # embedded shapes (bench-teacher -> bench-student), CPU
-    python training/bench.py --paper --device cuda --batch 48 --bf16   # the paper's scale on a GPU
+    python -m training.perf.throughput                     # embedded shapes (bench-teacher -> bench-student), CPU
+    python -m training.perf.throughput --paper --device cuda --batch 48 --bf16   # the paper's scale on a GPU
 
 Inputs are random tensors of the real shapes, so the numbers do not depend on data loading.
 A distillation step = the teacher's forward (uncached; skipped for method none) + the
@@ -13,20 +13,18 @@ student's tokens, as a leaf) against the whole step.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import torch
 
-import torch  # noqa: E402
-
-import engine  # noqa: E402
-from config import METHODS, RunConfig  # noqa: E402
-from distill import hardware  # noqa: E402
-from emktd import distill as D  # noqa: E402
-from emktd.models import create_model  # noqa: E402
+from emktd.bench import hardware
+from emktd.models import create_model
+from emktd.monitor import EntropyMonitor
+from training.run.config import RunConfig
+from training.run.loop import student_frames
+from training.run.losses import Grids, Trainee, as_dict, distill_terms, task_losses, total_loss
+from training.run.methods import METHODS, parse
+from training.run.teacher import teacher_outputs
 
 
 def _time(fn, repeats: int, device) -> float:
@@ -51,8 +49,8 @@ def _teacher_training_s(paper: bool, objective: str, batch: dict, autocast, repe
 
     def step():
         with autocast:
-            out = engine.outputs(model(batch["audio"], batch["frames"]))
-            loss = engine.total_loss(config, engine.task_losses(config, out, batch))
+            out = as_dict(model(batch["audio"], batch["frames"]))
+            loss = total_loss(config, task_losses(config, out, batch))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -67,7 +65,8 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--methods", nargs="+", default=[m for m in METHODS if "+" not in m or m == "emktd+kd"])
+    p.add_argument("--methods", nargs="+", default=[*METHODS, "emktd+kd"],
+                   help="methods to time (default: every registered method, and EM-KTD + KD)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -87,45 +86,45 @@ def main(argv=None) -> None:
         batch["masks"] = (torch.rand(b, 1, tc.image_size, tc.image_size, device=device) > 0.8).float()
         batch["mask_valid"] = torch.ones(b, dtype=torch.bool, device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
-    grids = engine.Grids(tc.token_grids, sc.token_grids)
-    monitor = D.EntropyMonitor(tc.embed_dim, num_classes=tc.num_classes).to(device).eval().requires_grad_(False)
+    grids = Grids(tc.token_grids, sc.token_grids)
+    monitor = EntropyMonitor.for_model(tc).to(device).eval().requires_grad_(False)
 
     rows = [("teacher training", b / _teacher_training_s(args.paper, objective, batch, autocast, args.repeats,
                                                        device), None)]
 
     for method in args.methods:
         config = RunConfig(objective=objective, method=method)
-        base, _ = config.distill_method()
-        trainee = engine.Trainee(create_model("cavmae-tiny") if args.paper else create_model("bench-student"),
-                                 tc.embed_dim, fitnets=base == "fitnets").to(device).train()
+        entry, _ = parse(method)
+        trainee = Trainee(create_model("cavmae-tiny") if args.paper else create_model("bench-student"),
+                          tc.embed_dim, entry).to(device).train()
         opt = torch.optim.AdamW(trainee.parameters(), lr=1e-4)
-        use_monitor = monitor if base == "emktd" else None
+        use_monitor = monitor if entry.uses_monitor else None
 
         def step():
             with autocast:
-                s = trainee(batch["audio"], engine.student_frames(batch["frames"], sc.image_size))
-                terms = engine.task_losses(config, s, batch)
+                s = trainee(batch["audio"], student_frames(batch["frames"], sc.image_size))
+                terms = task_losses(config, s, batch)
                 if method != "none":  # as in training: without distillation the teacher idles
-                    t = engine.teacher_outputs(teacher, use_monitor, batch["audio"], batch["frames"], config.lam)
-                    terms.update(engine.distill_terms(config, t, s, grids))
-                loss = engine.total_loss(config, terms)
+                    t = teacher_outputs(teacher, use_monitor, batch["audio"], batch["frames"], config.lam)
+                    terms.update(distill_terms(config, t, s, grids))
+                loss = total_loss(config, terms)
             opt.zero_grad()
             loss.backward()
             opt.step()
 
         step_s = _time(step, args.repeats, device)
         with torch.no_grad(), autocast:
-            t = engine.teacher_outputs(teacher, use_monitor, batch["audio"], batch["frames"], config.lam)
-            s_ref = trainee(batch["audio"], engine.student_frames(batch["frames"], sc.image_size))
+            t = teacher_outputs(teacher, use_monitor, batch["audio"], batch["frames"], config.lam)
+            s_ref = trainee(batch["audio"], student_frames(batch["frames"], sc.image_size))
         leaves = {k: v.detach().float().requires_grad_() for k, v in s_ref.items()}
 
         def loss_only():
             with autocast:
-                terms = engine.distill_terms(config, t, leaves, grids)
+                terms = distill_terms(config, t, leaves, grids)
             if terms:
                 sum(terms.values()).backward()
 
-        loss_s = _time(loss_only, args.repeats, device) if base != "none" else None
+        loss_s = _time(loss_only, args.repeats, device) if entry.name != "none" else None
         rows.append((f"distill {method}", b / step_s, None if loss_s is None else loss_s / step_s))
 
     scale = "paper: cavmae-base -> cavmae-tiny, 1024 frames, 224 px" if args.paper else \

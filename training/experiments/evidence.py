@@ -1,8 +1,8 @@
 """Every run behind the README's results tables, in one resumable command.
 
-    python training/evidence.py            # run what is missing, record each run, print the tables
-    python training/evidence.py --list     # the plan and what is already recorded
-    python training/evidence.py --only kd-s0 none-s0
+    python -m training.experiments.evidence            # run what is missing, record each run, print the tables
+    python -m training.experiments.evidence --list     # the plan and what is already recorded
+    python -m training.experiments.evidence --only kd-s0 none-s0
 
 Each run writes its folder under runs/evidence/<name> and, once finished, a record in
 results/<name>.json (see results.py).  A run that already has a record is skipped; one that
@@ -29,11 +29,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
+from . import results
 
-import results  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
+DISTILL = REPO / "training" / "distill.py"
 
 LAMBDAS = (0.25, 1.0, 4.0)
 DEFAULT_LAMBDA = 1.0
@@ -114,9 +113,9 @@ def run_one(name: str, flags: list[str], runs_dir: Path, results_dir: Path, pyth
         results.record(folder, name, results_dir)
         return
     if (folder / "config.json").is_file() and (folder / "checkpoints" / "last.pt").is_file():
-        command = [python, str(HERE / "distill.py"), "--out", str(folder), "--resume", "true"]
+        command = [python, str(DISTILL), "--out", str(folder), "--resume", "true"]
     else:
-        command = [python, str(HERE / "distill.py"), *flags, "--out", str(folder)]
+        command = [python, str(DISTILL), *flags, "--out", str(folder)]
     print(f"== {name}: {' '.join(command[1:])}", flush=True)
     done = subprocess.run(command, cwd=REPO)
     if done.returncode != 0:

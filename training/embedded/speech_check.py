@@ -2,7 +2,7 @@
 
 Silero VAD is not one of the project's requirements; install it beside them first:
     .venv/bin/pip install --no-deps silero-vad==6.2.3
-    .venv/bin/python training/tools/speech_check.py
+    .venv/bin/python -m training.embedded.speech_check
 
 Prints, per stamp: whether the benchmark keeps it (and as which class), the fraction of
 its duration Silero VAD marks as speech, and its mean speech probability.  Animal calls
@@ -11,31 +11,29 @@ speech; the drop decisions in sources.DROPPED were made from this table plus a l
 each stamp's picture.
 """
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import benchmark  # noqa: E402
-import sources  # noqa: E402
+from emktd.features import SAMPLE_RATE_HZ
+
+from . import sources
+from .build import DEFAULT_CACHE
 
 
 def main() -> None:
     from silero_vad import get_speech_timestamps, load_silero_vad
 
     model = load_silero_vad(onnx=True)
-    stamps_root = sources.fetch(benchmark.DEFAULT_CACHE) / sources.STAMPS_DIR
+    stamps_root = sources.fetch(DEFAULT_CACHE) / sources.STAMPS_DIR
     kept = {stamp: name for name, stamps in sources.CLASSES.items() for stamp in stamps}
     print("| stamp | decision | speech fraction | mean speech probability |")
     print("|---|---|---:|---:|")
     for stamp in sources.sounding_stamps(stamps_root):
         audio = torch.from_numpy(sources.decode_sound(stamps_root / f"{stamp}.ogg"))
-        spans = get_speech_timestamps(audio, model, sampling_rate=16000)
+        spans = get_speech_timestamps(audio, model, sampling_rate=SAMPLE_RATE_HZ)
         fraction = sum(s["end"] - s["start"] for s in spans) / max(1, audio.numel())
         model.reset_states()
-        probs = [float(model(audio[i:i + 512], 16000)) for i in range(0, audio.numel() - 511, 512)]
+        probs = [float(model(audio[i:i + 512], SAMPLE_RATE_HZ)) for i in range(0, audio.numel() - 511, 512)]
         decision = f"class '{kept[stamp]}'" if stamp in kept else f"dropped: {sources.DROPPED.get(stamp, '?')}"
         print(f"| {stamp} | {decision} | {fraction:.2f} | {np.mean(probs) if probs else 0:.2f} |")
 

@@ -1,7 +1,7 @@
 """Run records and the results tables built from them.
 
-    python training/results.py record runs/RUN --name emktd+kd-s0   # results/<name>.json, a few KB
-    python training/results.py table                                 # the README's tables, from results/*.json
+    python -m training.experiments.results record runs/RUN --name emktd+kd-s0   # results/<name>.json, a few KB
+    python -m training.experiments.results table                                 # the README's tables, from results/*.json
 
 A record keeps what a table needs from a finished run: the resolved config, the teacher's
 and the student's metrics on the evaluation split (with S4 and MS3 apart), clip counts,
@@ -17,17 +17,25 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from config import BASE_METHODS
+from training.run.datasets import DATASET_ENTRIES
+from training.run.methods import METHODS
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE.parent / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
 SETTING = ("task", "method", "kernel", "gamma", "lam", "beta", "student", "student_image_size", "epochs", "dataset",
            "eval_split", "lr")
-COLUMNS = [("top-1", ("top1",), 100), ("mAP", ("mAP",), 100),
-           ("S4 mIoU", ("segmentation_by_part", "S4", "mIoU"), 100),
-           ("S4 F (legacy)", ("segmentation_by_part", "S4", "legacy_fscore"), 100),
-           ("MS3 mIoU", ("segmentation_by_part", "MS3", "mIoU"), 100),
-           ("MS3 F (legacy)", ("segmentation_by_part", "MS3", "legacy_fscore"), 100)]
+CLASSIFICATION_COLUMNS = [("top-1", ("top1",), 100), ("mAP", ("mAP",), 100)]
+
+
+def columns(datasets: list[str]) -> list[tuple[str, tuple[str, ...], float]]:
+    """The table's columns: classification, then mIoU and legacy F of each evaluation part that the
+    records' dataset entries report apart (S4 and MS3 for the embedded benchmark)."""
+    parts = []
+    for name in datasets:
+        entry = DATASET_ENTRIES.get(name)
+        parts += [p for p in (entry.parts if entry else ()) if p not in parts]
+    return CLASSIFICATION_COLUMNS + [column for part in parts for column in (
+        (f"{part} mIoU", ("segmentation_by_part", part, "mIoU"), 100),
+        (f"{part} F (legacy)", ("segmentation_by_part", part, "legacy_fscore"), 100))]
 
 
 def _summary(metrics: dict) -> dict:
@@ -92,17 +100,19 @@ def table(results_dir: Path = RESULTS, split: str = "test") -> str:
     entries = _entries(results_dir, split)
     if not entries:
         raise SystemExit(f"{results_dir}: no run records on {split}; write some with "
-                         "`python training/results.py record`")
+                         "`python -m training.experiments.results record`")
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for e in entries:
         groups[tuple(e["config"].get(k) for k in SETTING)].append(e)
-    header = "| model | method | seeds | parameters | " + " | ".join(c[0] for c in COLUMNS) + " |"
-    lines = [header, "|---|---|---:|---:|" + "---:|" * len(COLUMNS)]
+    cols = columns(sorted({e["config"]["dataset"] for e in entries}))
+    header = "| model | method | seeds | parameters | " + " | ".join(c[0] for c in cols) + " |"
+    lines = [header, "|---|---|---:|---:|" + "---:|" * len(cols)]
+    order = list(METHODS)
     def rank(item):  # the teacher, then longer schedules, then methods from the plainest to EM-KTD
         c = item[1][0]["config"]
         base = c["method"].split("+")[0]
         return (c["task"] != "teacher", -c["epochs"],
-                BASE_METHODS.index(base) if base in BASE_METHODS else len(BASE_METHODS),
+                order.index(base) if base in order else len(order),
                 c.get("student_image_size") or 0, str(c.get("kernel")), str(item[0]))
 
     for key, runs in sorted(groups.items(), key=rank):
@@ -111,13 +121,14 @@ def table(results_dir: Path = RESULTS, split: str = "test") -> str:
             f" @{c['student_image_size']}px" if c.get("student_image_size") else "")
         kernel = {"rbf": f"rbf, γ={c.get('gamma')}", "poly": f"poly, d={c.get('degree')}, c={c.get('coef0')}",
                   "linear": "linear"}.get(c.get("kernel"), c.get("kernel"))
+        entry = METHODS.get(c["method"].split("+")[0])
         method = "-" if c["task"] == "teacher" else c["method"] + (
-            f" ({kernel})" if c["method"].split("+")[0] in ("ktd", "emktd") else "")
+            f" ({kernel})" if entry is not None and entry.uses_kernel else "")
         if c["task"] != "teacher":
-            lam = f", λ={c['lam']}" if c["method"].startswith("emktd") else ""
+            lam = f", λ={c['lam']}" if entry is not None and entry.uses_monitor else ""
             method += f"{lam}, lr {c['lr']:g}, {c['epochs']} ep"
         seeds = len({r["config"]["seed"] for r in runs})
-        cells = [_cell([_get(r["student"], keys) for r in runs], scale) for _, keys, scale in COLUMNS]
+        cells = [_cell([_get(r["student"], keys) for r in runs], scale) for _, keys, scale in cols]
         lines.append(f"| {label} | {method} | {seeds} | {runs[0].get('student_parameters') or 0:,} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Distillation losses: KTD, the entropy monitor (EM), and the baselines.
+"""Distillation losses: KTD (EM-KTD when given the entropy monitor's weights) and the baselines.
 
 Every loss is a small function of teacher and student tensors, selected by
 name elsewhere; nothing here touches a training loop.  Teacher tensors never
@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .models import MODALITIES
+
 __all__ = [
     "KERNELS",
     "MODALITIES",
@@ -25,11 +27,6 @@ __all__ = [
     "pool_tokens",
     "ktd_loss",
     "em_ktd_loss",
-    "entropy",
-    "entropy_weights",
-    "ClassificationProbe",
-    "SegmentationProbe",
-    "EntropyMonitor",
     "kd_loss",
     "at_loss",
     "spkd_loss",
@@ -39,7 +36,6 @@ __all__ = [
 ]
 
 KERNELS = ("linear", "poly", "rbf")
-MODALITIES = ("audio", "visual", "fused")
 
 Grid = tuple[int, int]
 
@@ -150,99 +146,6 @@ def em_ktd_loss(teacher: dict[str, torch.Tensor], student: dict[str, torch.Tenso
     if not terms:
         raise ValueError("no modality is present in both the teacher and the student tokens")
     return torch.stack(list(terms.values())).sum(), terms
-
-
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax entropy in nats over dim 1, averaged over any spatial dims:
-    ``[B, K]`` or ``[B, K, H, W]`` -> ``[B]``."""
-    log_p = F.log_softmax(logits.float(), dim=1)
-    h = -(log_p.exp() * log_p).sum(dim=1)
-    return h.flatten(1).mean(dim=1) if h.ndim > 1 else h
-
-
-def entropy_weights(probe_logits: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
-    """w = exp(-lam * H) with H the probe's softmax entropy (nats), detached: ``[B, K(, H, W)]`` -> ``[B]``.
-
-    A confident probe (low entropy) gives a weight near 1, an unsure one less.
-    """
-    with torch.no_grad():
-        return torch.exp(-lam * entropy(probe_logits.detach()))
-
-
-class ClassificationProbe(nn.Module):
-    """Linear layer on the mean-pooled tokens: ``[B, N, C]`` -> ``[B, K]``."""
-
-    def __init__(self, dim: int, num_classes: int):
-        super().__init__()
-        self.linear = nn.Linear(dim, num_classes)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.linear(tokens.mean(dim=1))
-
-
-class SegmentationProbe(nn.Module):
-    """Per-pixel two-class (background, object) linear probe -> ``[B, 2, H, W]``.
-
-    Visual and fused tokens: a 1x1 linear map of each visual token, upsampled
-    bilinearly to ``out_size``.  [decision] Audio tokens have no image
-    positions, so the audio probe maps the mean-pooled audio tokens linearly to
-    the logits of every cell of the visual grid: still a linear per-pixel
-    readout of what the audio knows about where the object is.
-    """
-
-    def __init__(self, dim: int, grid: Grid, out_size: int, from_audio: bool = False):
-        super().__init__()
-        self.grid, self.out_size, self.from_audio = tuple(grid), out_size, from_audio
-        cells = grid[0] * grid[1]
-        self.linear = nn.Linear(dim, 2 * cells if from_audio else 2)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        b, (h, w) = tokens.shape[0], self.grid
-        if self.from_audio:
-            x = self.linear(tokens.mean(dim=1)).view(b, 2, h, w)
-        else:
-            x = self.linear(tokens[:, tokens.shape[1] - h * w:]).transpose(1, 2).reshape(b, 2, h, w)
-        return F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False)
-
-
-class EntropyMonitor(nn.Module):
-    """One probe per modality on the frozen teacher's tokens.
-
-    Train the probes with :meth:`probe_loss` (cross-entropy) before
-    distillation, then freeze them; :meth:`weights` gives the per-sample,
-    per-modality EM weights ``{modality: [B]}``.
-    """
-
-    def __init__(self, dim: int, num_classes: int = 0, task: str = "classification",
-                 visual_grid: Grid | None = None, image_size: int | None = None):
-        super().__init__()
-        if task not in ("classification", "segmentation"):
-            raise ValueError(f"unknown task {task!r}; expected 'classification' or 'segmentation'")
-        self.task = task
-        if task == "classification":
-            if num_classes < 2:
-                raise ValueError("a classification monitor needs num_classes >= 2")
-            self.probes = nn.ModuleDict({m: ClassificationProbe(dim, num_classes) for m in MODALITIES})
-        else:
-            if visual_grid is None or image_size is None:
-                raise ValueError("a segmentation monitor needs visual_grid and image_size")
-            self.probes = nn.ModuleDict({m: SegmentationProbe(dim, visual_grid, image_size, from_audio=m == "audio")
-                                         for m in MODALITIES})
-
-    def forward(self, tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``{modality: tokens}`` -> ``{modality: probe logits}`` for the modalities given."""
-        return {m: self.probes[m](t.detach()) for m, t in tokens.items() if t is not None}
-
-    def probe_loss(self, tokens: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-        """Summed cross-entropy of the probes. ``target``: class ids ``[B]`` or binary masks ``[B, 1|-, H, W]``."""
-        logits = self(tokens)
-        if self.task == "segmentation":
-            target = (target.reshape(target.shape[0], *target.shape[-2:]) > 0.5).long()
-        return sum(F.cross_entropy(out, target) for out in logits.values())
-
-    def weights(self, tokens: dict[str, torch.Tensor], lam: float = 1.0) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            return {m: entropy_weights(out, lam) for m, out in self(tokens).items()}
 
 
 def kd_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:

@@ -1,0 +1,64 @@
+"""What the demo draws: the masks over the frames the model saw, as pictures and as a browser-
+playable video with the clip's sound, and the per-model request (prediction + overlay video)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .media import Clip, write_video
+from .predict import Prediction, Predictor
+
+
+OVERLAY_RGB = np.array([255, 64, 160], np.float32)
+
+
+def crop_box(height: int, width: int) -> tuple[int, int, int]:
+    """(top, left, side) of the centre square the model sees in a frame."""
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side
+
+
+def overlay(frames: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Tint the object pixels (mask >= 0.5) of each frame, inside the centre square the model saw."""
+    import cv2
+
+    out = frames.astype(np.float32).copy()
+    top, left, side = crop_box(*frames.shape[1:3])
+    for frame, mask in zip(out, masks):
+        m = cv2.resize(mask.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR) >= 0.5
+        region = frame[top:top + side, left:left + side]
+        region[m] = (1 - alpha) * region[m] + alpha * OVERLAY_RGB
+        edges = m ^ cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        region[edges] = OVERLAY_RGB
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def overlay_video(path: str | Path, clip: Clip, masks: np.ndarray, window: float, fps: int = 10) -> Path:
+    """An H.264 + AAC mp4 of the sampled frames with their masks, each held for its share of the
+    window, with the window's sound."""
+    frames = overlay(clip.frames, masks)
+    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # yuv420p needs even sides
+    frames = frames[:, :h, :w]
+    hold = max(1, round(fps * min(window, max(clip.duration_s, 1e-3)) / len(frames)))
+    audio = clip.audio if clip.has_audio else None
+    return write_video(path, np.repeat(frames, hold, axis=0), fps, audio, clip.sample_rate_hz,
+                       options={"preset": "veryfast"})
+
+
+def predict_with_overlay(predictor: Predictor, clip: Clip, window: float,
+                         video_path: str | Path) -> tuple[Prediction, Path | None]:
+    """What the demo does per model: predict, then write the overlay video (when the model segments);
+    its time joins ``prediction.seconds`` as "overlay video"."""
+    prediction = predictor.predict(clip)
+    if prediction.masks is None:
+        return prediction, None
+    started = time.perf_counter()
+    video = overlay_video(video_path, clip, prediction.masks, window)
+    prediction.seconds["overlay video"] = time.perf_counter() - started
+    return prediction, video
+
+
+__all__ = ["OVERLAY_RGB", "crop_box", "overlay", "overlay_video", "predict_with_overlay"]
