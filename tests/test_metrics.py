@@ -71,3 +71,25 @@ def test_fscore_legacy_depends_on_batches_and_the_variant_does_not():
     assert separate.result()["legacy_fscore"] == pytest.approx(per_frame * 2 / 3, abs=1e-5)
     assert separate.result()["fscore"] == pytest.approx(one_batch, abs=1e-5)
     assert separate.result()["frames"] == 3
+
+
+def test_average_precision_and_auc_match_scikit_learn():
+    """CAV-MAE's evaluation computes mAP and mAUC with scikit-learn: the same numbers, ties included."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.random((200, 12)), 1)  # rounded: many ties
+    targets = (rng.random((200, 12)) < 0.2).astype(np.float32)
+    targets[:, 0] = 0  # a class without positives is left out of the means
+    usable = [k for k in range(12) if 0 < targets[:, k].sum() < 200]
+    for k in usable:
+        assert average_precision(scores[:, k], targets[:, k]) == pytest.approx(
+            average_precision_score(targets[:, k], scores[:, k]), abs=1e-12)
+        assert roc_auc(scores[:, k], targets[:, k]) == pytest.approx(roc_auc_score(targets[:, k], scores[:, k]),
+                                                                      abs=1e-12)
+    metrics = classification_metrics(scores, targets)
+    assert metrics["classes_scored"] == len(usable) == 11
+    assert metrics["mAP"] == pytest.approx(np.mean(average_precision_score(targets[:, usable], scores[:, usable],
+                                                                           average=None)), abs=1e-12)
+    assert metrics["mAUC"] == pytest.approx(roc_auc_score(targets[:, usable], scores[:, usable], average="macro"),
+                                            abs=1e-12)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from emktd.features import SAMPLE_RATE_HZ
+
 from .sources import Pack
 
 MODES = ("clean", "audio", "visual", "multi")
@@ -36,7 +38,7 @@ class SynthConfig:
     clip_s: float = 5.0
     fps: int = 10
     image_size: int = 224
-    sample_rate_hz: int = 16000
+    sample_rate_hz: int = SAMPLE_RATE_HZ
     annotated_frames: int = 5  # one per second, at the middle of each second (AVSBench's rate)
     snr_db: tuple[float, float] = (0.0, 20.0)
     drowned_snr_db: tuple[float, float] = (-25.0, -15.0)
@@ -178,25 +180,13 @@ def _blend(frame: np.ndarray, mask: np.ndarray, sprite: _Sprite, t: float) -> No
         mask[fy0:fy1, fx0:fx1][opaque] = 1 if sprite.sounding else 0
 
 
-def synthesize(pack: Pack, split: str, index: int, seed: int, config: SynthConfig = SynthConfig(),
-               mode: str | None = None, classes: list[int] | None = None) -> Clip:
-    """Render clip ``index`` of ``split``. ``mode`` and ``classes`` (sounding first) may be fixed by the caller."""
-    rng = clip_rng(seed, split, index)
-    if mode is None:
-        mode = MODES[int(rng.choice(len(MODES), p=MODE_WEIGHTS))]
-    num_classes = len(pack.classes)
-    wanted = 2 if mode == "multi" else 1
-    if classes is None:
-        classes = [int(c) for c in rng.choice(num_classes, size=3, replace=False)]
-    by_class: dict[int, list[dict]] = {}
-    for stamp in pack.stamps:
-        by_class.setdefault(stamp["class"], []).append(stamp)
-    sounding = classes[:wanted]
-    silent_classes = classes[wanted:3] if mode == "audio" else []
-    size, rate = config.image_size, config.sample_rate_hz
+def _mix_audio(pack: Pack, split: str, sounding: list[int], by_class: dict, mode: str, config: SynthConfig,
+               rng: np.random.Generator) -> tuple[list, np.ndarray, str, float | None, str]:
+    """The clip's sound: each sounding class's recording placed, jittered and scaled, over a noise
+    recording at a drawn SNR (drowned or absent for picture-only clips).  Returns (sources, mix,
+    audio state, SNR in dB or None, noise name)."""
+    rate = config.sample_rate_hz
     length = int(round(config.clip_s * rate))
-
-    # --- audio
     sources = []
     for c in sounding:
         stamp = by_class[c][int(rng.integers(len(by_class[c])))]
@@ -217,8 +207,14 @@ def synthesize(pack: Pack, split: str, index: int, seed: int, config: SynthConfi
         noise = noise * np.sqrt(_power(signal) / (_power(noise) * 10 ** (snr_db / 10)))
         mix = signal + noise
     mix = (mix * (0.9 / max(0.9, float(np.abs(mix).max())))).astype(np.float32)
+    return sources, mix, audio_state, snr_db, noise_item["name"]
 
-    # --- pictures
+
+def _render(pack: Pack, split: str, sources: list, silent_classes: list[int], by_class: dict, config: SynthConfig,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str, int]:
+    """The clip's frames over a background, distractors below the class objects, and the masks of
+    the sounding objects on the annotated frames.  Returns (frames, masks, background, distractors)."""
+    size = config.image_size
     background, background_name = _background(pack, split, size, rng)
     sprites: list[_Sprite] = []
     distractors = _pool(pack.distractors, split)
@@ -232,10 +228,8 @@ def synthesize(pack: Pack, split: str, index: int, seed: int, config: SynthConfi
     placed: list[_Sprite] = []
     for order in rng.permutation(len(objects)):
         c, image, is_sounding = objects[order]
-        sprite = _sprite(image, is_sounding, size, config.object_scale, rng, avoid=placed)
-        placed.append(sprite)
+        placed.append(_sprite(image, is_sounding, size, config.object_scale, rng, avoid=placed))
     sprites.extend(placed)  # class objects above the distractors
-
     frames = np.empty((config.num_frames, size, size, 3), np.uint8)
     annotated = config.annotated_indices
     masks = np.zeros((len(annotated), size, size), np.uint8)
@@ -246,7 +240,26 @@ def synthesize(pack: Pack, split: str, index: int, seed: int, config: SynthConfi
         for sprite in sprites:
             _blend(frame, mask, sprite, t)
         frames[i] = frame
+    return frames, masks, background_name, len(sprites) - len(placed)
 
+
+def synthesize(pack: Pack, split: str, index: int, seed: int, config: SynthConfig = SynthConfig(),
+               mode: str | None = None, classes: list[int] | None = None) -> Clip:
+    """Render clip ``index`` of ``split``. ``mode`` and ``classes`` (sounding first) may be fixed by the caller."""
+    rng = clip_rng(seed, split, index)
+    if mode is None:
+        mode = MODES[int(rng.choice(len(MODES), p=MODE_WEIGHTS))]
+    wanted = 2 if mode == "multi" else 1
+    if classes is None:
+        classes = [int(c) for c in rng.choice(len(pack.classes), size=3, replace=False)]
+    by_class: dict[int, list[dict]] = {}
+    for stamp in pack.stamps:
+        by_class.setdefault(stamp["class"], []).append(stamp)
+    sounding = classes[:wanted]
+    silent_classes = classes[wanted:3] if mode == "audio" else []
+    sources, mix, audio_state, snr_db, noise_name = _mix_audio(pack, split, sounding, by_class, mode, config, rng)
+    frames, masks, background_name, distractors = _render(pack, split, sources, silent_classes, by_class, config,
+                                                          rng)
     info = {
         "mode": mode,
         "audio": audio_state,
@@ -255,8 +268,8 @@ def synthesize(pack: Pack, split: str, index: int, seed: int, config: SynthConfi
         "silent_on_screen": [pack.classes[c] for c in silent_classes],
         "stamps": [stamp["name"] for _, stamp, _ in sources],
         "background": background_name,
-        "noise": noise_item["name"],
-        "distractors": len(sprites) - len(placed),
+        "noise": noise_name,
+        "distractors": distractors,
         "mask_fraction": round(float(masks.mean()), 4),
     }
     return Clip(f"{split}_{index:05d}", split, sorted(sounding), frames, masks, mix, info)

@@ -29,21 +29,52 @@ def _fmt(value, digits=1, scale=100.0):
     return "-" if value is None else f"{value * scale:.{digits}f}"
 
 
-def model_card(run: Path, repo_id: str) -> str:
-    config = json.loads((run / "config.json").read_text())
-    metrics = json.loads((run / "metrics.json").read_text())
-    student, teacher = metrics["student"], metrics.get("teacher", {})
-    model = load_pretrained(run / "student")
-    c = model.config
-    trained_teacher = config["task"] == "teacher"
-    rows = [("teacher" if trained_teacher else "student", metrics.get("student_parameters"), student)]
-    if teacher:
-        rows.insert(0, ("teacher", metrics.get("teacher_parameters"), teacher))
+def _results_table(metrics: dict, trained_teacher: bool) -> list[str]:
+    rows = [("teacher" if trained_teacher else "student", metrics.get("student_parameters"), metrics["student"])]
+    if metrics.get("teacher"):
+        rows.insert(0, ("teacher", metrics.get("teacher_parameters"), metrics["teacher"]))
     table = ["| model | parameters | top-1 | top-5 | mAP | mIoU | F (legacy) | F |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, params, m in rows:
         table.append(f"| {name} | {params:,} | {_fmt(m.get('top1'))} | {_fmt(m.get('top5'))} | {_fmt(m.get('mAP'))} | "
                      f"{_fmt(m.get('mIoU'))} | {_fmt(m.get('legacy_fscore'), 3, 1)} | {_fmt(m.get('fscore'), 3, 1)} |")
+    return table
+
+
+def _training_sections(config: dict, metrics: dict, c) -> list[str]:
+    """The card's Training, Preprocessing and Licences sections."""
     resolved = config.get("resolved", {})
+    return [
+        "## Training",
+        "- Trained from scratch on the task losses (classes and masks)" if config["task"] == "teacher" else
+        f"- Teacher: `{config['teacher']}`; method `{config['method']}`, kernel `{config['kernel']}`, gamma "
+        f"{config['gamma']}, lambda {config['lam']}, beta {resolved.get('beta')}, KD temperature "
+        f"{config['kd_temperature']}, monitor {resolved.get('monitor')}",
+        f"- Optimisation: AdamW, lr {config['lr']} (cosine to {config['min_lr']}, {config['warmup_epochs']} warm-up "
+        f"epochs), weight decay {config['weight_decay']}, {config['epochs']} epochs, batch {config['batch_size']}, "
+        f"seed {config['seed']}",
+        f"- Data: {metrics.get('train_clips')} training clips; " + "; ".join(metrics.get("manifest", [])),
+        f"- Hardware: {metrics.get('hardware')} x {metrics.get('world_size', 1)}, training {metrics.get('train_seconds')} s",
+        "",
+        "## Preprocessing",
+        f"- Audio: 16 kHz mono, mean removed, Kaldi fbank ({c.num_mel_bins} mel bins, 25 ms Hanning window, 10 ms "
+        f"shift), padded or cut to {c.audio_frames} frames, normalised (x + 5.081) / 4.4849 (CAV-MAE).",
+        f"- Frames: shorter side resized to {c.image_size} (bicubic), centre crop {c.image_size}, ImageNet mean/std.",
+        f"- Architecture: width {c.embed_dim}, {c.depth_audio} audio + {c.depth_visual} visual + {c.depth_fused} fusion "
+        f"blocks, {c.num_classes} classes, mask decoder width {c.seg_decoder_dim}.",
+        "",
+        "## Licences",
+        LICENCES,
+        "",
+    ]
+
+
+def model_card(run: Path, repo_id: str) -> str:
+    config = json.loads((run / "config.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    student, teacher = metrics["student"], metrics.get("teacher", {})
+    c = load_pretrained(run / "student").config
+    trained_teacher = config["task"] == "teacher"
+    table = _results_table(metrics, trained_teacher)
     lines = [
         "---",
         "license: apache-2.0",
@@ -76,29 +107,7 @@ def model_card(run: Path, repo_id: str) -> str:
                      + f" with {100 * metrics['student_parameters'] / metrics['teacher_parameters']:.1f} % of its "
                        "parameters.")
         lines.append("")
-    lines += [
-        "## Training",
-        "- Trained from scratch on the task losses (classes and masks)" if trained_teacher else
-        f"- Teacher: `{config['teacher']}`; method `{config['method']}`, kernel `{config['kernel']}`, gamma "
-        f"{config['gamma']}, lambda {config['lam']}, beta {resolved.get('beta')}, KD temperature "
-        f"{config['kd_temperature']}, monitor {resolved.get('monitor')}",
-        f"- Optimisation: AdamW, lr {config['lr']} (cosine to {config['min_lr']}, {config['warmup_epochs']} warm-up "
-        f"epochs), weight decay {config['weight_decay']}, {config['epochs']} epochs, batch {config['batch_size']}, "
-        f"seed {config['seed']}",
-        f"- Data: {metrics.get('train_clips')} training clips; " + "; ".join(metrics.get("manifest", [])),
-        f"- Hardware: {metrics.get('hardware')} x {metrics.get('world_size', 1)}, training {metrics.get('train_seconds')} s",
-        "",
-        "## Preprocessing",
-        f"- Audio: 16 kHz mono, mean removed, Kaldi fbank ({c.num_mel_bins} mel bins, 25 ms Hanning window, 10 ms "
-        f"shift), padded or cut to {c.audio_frames} frames, normalised (x + 5.081) / 4.4849 (CAV-MAE).",
-        f"- Frames: shorter side resized to {c.image_size} (bicubic), centre crop {c.image_size}, ImageNet mean/std.",
-        f"- Architecture: width {c.embed_dim}, {c.depth_audio} audio + {c.depth_visual} visual + {c.depth_fused} fusion "
-        f"blocks, {c.num_classes} classes, mask decoder width {c.seg_decoder_dim}.",
-        "",
-        "## Licences",
-        LICENCES,
-        "",
-    ]
+    lines += _training_sections(config, metrics, c)
     return "\n".join(lines)
 
 

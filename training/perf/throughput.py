@@ -23,7 +23,7 @@ from emktd.monitor import EntropyMonitor
 from training.run.config import RunConfig
 from training.run.loop import student_frames
 from training.run.losses import Grids, Trainee, as_dict, distill_terms, task_losses, total_loss
-from training.run.methods import METHODS, parse
+from training.run.methods import METHODS, names, parse
 from training.run.teacher import teacher_outputs
 
 
@@ -58,6 +58,45 @@ def _teacher_training_s(paper: bool, objective: str, batch: dict, autocast, repe
     return _time(step, repeats, device)
 
 
+def _time_method(method: str, args, objective: str, teacher, batch: dict, autocast, grids: Grids, monitor,
+                 device) -> tuple[float, float | None]:
+    """Seconds of one distillation step with ``method``, and of its loss terms alone (None without any)."""
+    config = RunConfig(objective=objective, method=method)
+    entry, _ = parse(method)
+    tc = teacher.config
+    trainee = Trainee(create_model("cavmae-tiny") if args.paper else create_model("bench-student"),
+                      tc.embed_dim, entry).to(device).train()
+    size = trainee.student.config.image_size
+    opt = torch.optim.AdamW(trainee.parameters(), lr=1e-4)
+    use_monitor = monitor if entry.uses_monitor else None
+
+    def step():
+        with autocast:
+            s = trainee(batch["audio"], student_frames(batch["frames"], size))
+            terms = task_losses(config, s, batch)
+            if method != "none":  # as in training: without distillation the teacher idles
+                t = teacher_outputs(teacher, use_monitor, batch["audio"], batch["frames"], config.lam)
+                terms.update(distill_terms(config, t, s, grids))
+            loss = total_loss(config, terms)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step_s = _time(step, args.repeats, device)
+    with torch.no_grad(), autocast:
+        t = teacher_outputs(teacher, use_monitor, batch["audio"], batch["frames"], config.lam)
+        s_ref = trainee(batch["audio"], student_frames(batch["frames"], size))
+    leaves = {k: v.detach().float().requires_grad_() for k, v in s_ref.items()}
+
+    def loss_only():
+        with autocast:
+            terms = distill_terms(config, t, leaves, grids)
+        if terms:
+            sum(terms.values()).backward()
+
+    return step_s, (_time(loss_only, args.repeats, device) if entry.name != "none" else None)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--paper", action="store_true", help="cavmae-base -> cavmae-tiny, 1024 frames, 224 px")
@@ -65,7 +104,7 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--methods", nargs="+", default=[*METHODS, "emktd+kd"],
+    p.add_argument("--methods", nargs="+", default=[*METHODS, "emktd+kd"], choices=names(), metavar="METHOD",
                    help="methods to time (default: every registered method, and EM-KTD + KD)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -93,38 +132,7 @@ def main(argv=None) -> None:
                                                        device), None)]
 
     for method in args.methods:
-        config = RunConfig(objective=objective, method=method)
-        entry, _ = parse(method)
-        trainee = Trainee(create_model("cavmae-tiny") if args.paper else create_model("bench-student"),
-                          tc.embed_dim, entry).to(device).train()
-        opt = torch.optim.AdamW(trainee.parameters(), lr=1e-4)
-        use_monitor = monitor if entry.uses_monitor else None
-
-        def step():
-            with autocast:
-                s = trainee(batch["audio"], student_frames(batch["frames"], sc.image_size))
-                terms = task_losses(config, s, batch)
-                if method != "none":  # as in training: without distillation the teacher idles
-                    t = teacher_outputs(teacher, use_monitor, batch["audio"], batch["frames"], config.lam)
-                    terms.update(distill_terms(config, t, s, grids))
-                loss = total_loss(config, terms)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        step_s = _time(step, args.repeats, device)
-        with torch.no_grad(), autocast:
-            t = teacher_outputs(teacher, use_monitor, batch["audio"], batch["frames"], config.lam)
-            s_ref = trainee(batch["audio"], student_frames(batch["frames"], sc.image_size))
-        leaves = {k: v.detach().float().requires_grad_() for k, v in s_ref.items()}
-
-        def loss_only():
-            with autocast:
-                terms = distill_terms(config, t, leaves, grids)
-            if terms:
-                sum(terms.values()).backward()
-
-        loss_s = _time(loss_only, args.repeats, device) if entry.name != "none" else None
+        step_s, loss_s = _time_method(method, args, objective, teacher, batch, autocast, grids, monitor, device)
         rows.append((f"distill {method}", b / step_s, None if loss_s is None else loss_s / step_s))
 
     scale = "paper: cavmae-base -> cavmae-tiny, 1024 frames, 224 px" if args.paper else \

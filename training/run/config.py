@@ -20,7 +20,7 @@ from pathlib import Path
 from emktd.losses import KERNELS
 from emktd.monitor import TASKS
 
-from .datasets import DATASETS, OBJECTIVES
+from .datasets import DATASET_ENTRIES, OBJECTIVES
 from .methods import names as method_names
 from .methods import parse as parse_method
 
@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _f(default, help: str, *, minimum: float | None = None, choices=None):
-    """A config field: its default, its help text, the least value it takes and its allowed values."""
+    """A config field: its default, its help text, the least value it takes and its allowed values
+    (a tuple, or a function returning one, for choices a registry holds)."""
     return field(default=default, metadata={"help": help, "minimum": minimum, "choices": choices})
 
 
@@ -37,7 +38,7 @@ class RunConfig:
     # what to run
     task: str = _f("distill", "'distill' a student from a teacher, or train a 'teacher' from scratch",
                    choices=("distill", "teacher"))
-    dataset: str = _f("embedded", "the dataset (see training/run/datasets.py)", choices=DATASETS)
+    dataset: str = _f("embedded", "the dataset (see training/run/datasets.py)", choices=lambda: tuple(DATASET_ENTRIES))
     objective: str = _f("multitask", "multitask (classes and masks), classification or segmentation",
                         choices=OBJECTIVES)
     data_root: str = _f("data/emktd-bench", "embedded: the benchmark's folder; avsbench-*: the S4 or MS3 folder "
@@ -185,9 +186,15 @@ def check_value(name: str, value, source: str = ""):
         raise ConfigError(f"{where}{name}: expected a number, got NaN")
     if meta["minimum"] is not None and value < meta["minimum"]:
         raise ConfigError(f"{where}{name}: expected at least {meta['minimum']:g}, got {value}")
-    if meta["choices"] is not None and value not in meta["choices"]:
-        raise ConfigError(f"{where}{name}: {value!r} is not one of {', '.join(meta['choices'])}")
+    choices = _choices(name)
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where}{name}: {value!r} is not one of {', '.join(map(str, choices))}")
     return value
+
+
+def _choices(name: str) -> tuple | None:
+    choices = next(f.metadata for f in fields(RunConfig) if f.name == name)["choices"]
+    return choices() if callable(choices) else choices
 
 
 def _flag_value(name: str):
@@ -217,8 +224,6 @@ def _flag_value(name: str):
 
 def validate(config: RunConfig) -> None:
     """What depends on more than one field; raises SystemExit listing every problem."""
-    from .datasets import DATASET_ENTRIES
-
     problems = []
     try:
         method, _ = parse_method(config.method)
@@ -238,21 +243,16 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python training/distill.py",
         description="Distil an audio-visual student with EM-KTD (or a baseline), or train a teacher. "
-                    "With no arguments: the embedded benchmark, the bundled teacher, EM-KTD + KD with the "
-                    "bundled student's settings.")
+                    "With no arguments: the embedded benchmark, the bundled teacher, EM-KTD + KD.")
     p.add_argument("--preset", choices=sorted(PRESETS), default="embedded", help="starting values (default embedded)")
     p.add_argument("--config", type=Path, help="a JSON object of config values (applied after the preset)")
     for f in fields(RunConfig):
         meta, default = f.metadata, f.default if f.default is not MISSING else None
-        extra = f"; one of {', '.join(map(str, meta['choices']))}" if meta["choices"] and f.name not in (
-            "dataset",) else ""
-        if f.name == "method":
-            extra = f"; one of {', '.join(method_names())}"
-        if f.name == "dataset":
-            extra = f"; one of {', '.join(DATASETS)}"
+        choices = method_names() if f.name == "method" else _choices(f.name)
+        extra = f"; one of {', '.join(map(str, choices))}" if choices else ""
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_value(f.name), default=None,
                        metavar=TYPES[f.name][0].__name__.upper(),
-                       help=f"{meta['help']}{extra} (default {default!r})")
+                       help=f"{meta['help']}{extra}" + ("" if default is None else f" (default {default!r})"))
     return p
 
 

@@ -1,0 +1,34 @@
+"""The README and docs/ show what the project's commands print and point at files that exist."""
+
+import re
+from pathlib import Path
+
+from training.experiments import results
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def table_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("|")]
+
+
+def test_the_results_page_holds_exactly_what_the_results_command_prints():
+    page = (REPO / "docs" / "results.md").read_text()
+    block = page[page.index("<!-- results:start"):page.index("<!-- results:end -->")]
+    assert table_lines(block) == table_lines(results.report())
+
+
+def test_the_readme_headline_rows_are_rows_of_the_results_table():
+    printed = set(table_lines(results.table()))
+    rows = table_lines((REPO / "README.md").read_text().split("## The student against the teacher")[1]
+                       .split("## Layout")[0])
+    assert len(rows) == 4 and all(row in printed for row in rows)
+
+
+def test_relative_links_and_named_files_exist():
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name}: {target}"
+        for named in re.findall(r"`((?:training|emktd|tests)/[\w/]+\.py)", page.read_text()):
+            assert (REPO / named).is_file(), f"{page.name}: {named}"
