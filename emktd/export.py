@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import atomic_path
 from .models import AVOutput, AVTransformer
 
 DIGEST_KEY = "emktd_weights_sha256"  # metadata: the config + weights the graph was exported from
@@ -50,19 +51,17 @@ def export_onnx(model: AVTransformer, path: str | Path, opset: int = 18, digest:
     audio = torch.randn(2, c.audio_frames, c.num_mel_bins)
     frames = torch.randn(2, 3, c.image_size, c.image_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings():
         # Both inputs share the one batch dimension; the exporter says so for each.
         warnings.filterwarnings("ignore", message="# The axis name")
         torch.onnx.export(_Graph(model).eval(), (audio, frames), str(tmp), dynamo=True, opset_version=opset,
                           input_names=["audio", "frames"], output_names=output_names(model),
                           dynamic_shapes={"audio": {0: batch}, "frames": {0: batch}}, external_data=False,
                           verbose=False)
-    if digest is not None:
-        graph = onnx.load(str(tmp))
-        graph.metadata_props.add(key=DIGEST_KEY, value=digest)
-        onnx.save(graph, str(tmp))
-    tmp.replace(path)
+        if digest is not None:
+            graph = onnx.load(str(tmp))
+            graph.metadata_props.add(key=DIGEST_KEY, value=digest)
+            onnx.save(graph, str(tmp))
     return path
 
 

@@ -14,12 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from emktd.features import FbankConfig
-
-    from .config import RunConfig
 
 OBJECTIVES = ("multitask", "classification", "segmentation")
 
@@ -38,12 +32,13 @@ class DatasetEntry:
     name: str
     summary: str
     objectives: tuple[str, ...]
-    build: Callable[["RunConfig", "FbankConfig", int], Parts]
+    build: Callable[..., Parts]  # (run config, emktd.features.FbankConfig, image size) -> Parts
     required: tuple[str, ...] = ()  # config fields the dataset needs
     parts: tuple[str, ...] = ()  # evaluation parts reported apart in the results tables
-    modes: Callable[["RunConfig"], dict[str, str]] = field(default=lambda config: {})
+    modes: Callable[..., dict[str, str]] = field(default=lambda config: {})  # run config -> {clip id: mode}
 
-    def problems(self, config: "RunConfig") -> list[str]:
+    def problems(self, config) -> list[str]:
+        """What keeps this dataset from serving the run config ``config``."""
         found = [f"{self.name} needs --{name.replace('_', '-')}" for name in self.required
                  if getattr(config, name) is None]
         if config.objective not in self.objectives:
