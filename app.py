@@ -16,6 +16,7 @@ import argparse
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -26,11 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
+# Read by gradio and onnxruntime when they load: the demo makes no connection of its own accord
+# (onnxruntime's telemetry otherwise looks up its host at start-up, gradio's analytics send events).
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE / "examples"
 NUM_FRAMES = 5  # frames sampled in the audio window, as many as the benchmark annotates
 MAX_SIDE = 512  # frames are decoded downscaled to this longer side (4K included)
 LARGE_SIDE = 1920  # above this, the UI says that the frames were downscaled
+MIN_SIDE = 16  # smaller pictures show nothing a model or a person could use
 
 
 # What the page shows, in the order the handler returns it: name -> kind of component.  The
@@ -78,11 +85,11 @@ class Demo:
     """The loaded models and what the UI asks of them."""
 
     def __init__(self, teacher: str | Path = HERE / "weights" / "teacher",
-                 student: str | Path = HERE / "weights" / "student", backend: str = "onnx", device: str = "auto",
+                 student: str | Path = HERE / "weights" / "student", backend: str = "auto", device: str = "auto",
                  max_upload_mb: float = 200.0, out_dir: str | Path | None = None, keep_outputs_s: float = 3600.0,
                  onnx_cache: str | Path | None = None):
         from emktd.hub import resolve_folder
-        from emktd.monitor import load_monitor
+        from emktd.monitor import MonitorLoadError, load_monitor
         from emktd.predict import Predictor, window_s
 
         self.teacher = Predictor.load(teacher, "torch", device)
@@ -90,8 +97,15 @@ class Demo:
         if self.teacher.labels != self.student.labels:
             raise SystemExit(f"{teacher} and {student} do not share one label list: the demo compares them class "
                              "for class")
-        monitor = load_monitor(resolve_folder(teacher), self.teacher.config)
-        self.monitor, self.lam = monitor if monitor is not None else (None, 1.0)
+        self.monitor, self.lam, self.monitor_problem = None, 1.0, None
+        try:
+            monitor = load_monitor(resolve_folder(teacher), self.teacher.config)
+            if monitor is None:
+                self.monitor_problem = f"{teacher} has no entropy monitor (monitor.json and monitor.safetensors)"
+            else:
+                self.monitor, self.lam = monitor
+        except MonitorLoadError as exc:  # the demo works without it, and says why
+            self.monitor_problem = str(exc)
         self.window = max(window_s(self.teacher.config), window_s(self.student.config))
         self.max_bytes = int(max_upload_mb * 2**20)
         self.keep_outputs_s = keep_outputs_s
@@ -128,6 +142,10 @@ class Demo:
             clip, decode_s = decode(path, NUM_FRAMES, self.window, MAX_SIDE)
         except MediaError as exc:
             raise InputError(f"{path.name}: {exc.reason}") from None
+        width, height = clip.source_size
+        if min(width, height) < MIN_SIDE:
+            raise InputError(f"{path.name}: the video is {width}x{height} pixels; the models need a picture of at "
+                             f"least {MIN_SIDE}x{MIN_SIDE}.")
         notes = self._notes(clip)
         self._prune()
         request = self.out_dir / uuid.uuid4().hex[:12]
@@ -205,7 +223,8 @@ class Demo:
         agreement += f"\n\nThe student has {s.parameters / t.parameters:.1%} of the teacher's parameters."
         return outputs(status=status, agreement=agreement, monitor=report.monitor,
                        **{f"{c.name}_{part}": value for c in (t, s) for part, value in
-                          (("label", dict(c.top5)), ("video", _path(c.video)), ("info", _info(c)))})
+                          (("label", dict(c.top5)), ("video", _path(c.video)),
+                           ("info", _info(c, self.student.timings if c is s else None)))})
 
 
 def _duration(seconds: float) -> str:
@@ -218,10 +237,18 @@ def _path(path: Path | None) -> str | None:
     return str(path) if path is not None else None
 
 
-def _info(column: Column) -> str:
+RUNTIMES = {"torch": "torch", "onnx": "onnxruntime"}
+
+
+def _info(column: Column, timings: dict[str, float] | None = None) -> str:
     rows = "\n".join(f"| {stage} | {1000 * s:.0f} |" for stage, s in column.seconds.items())
     total = sum(column.seconds.values())
-    return (f"**{column.name}** · {column.backend} · {column.parameters:,} parameters\n\n"
+    runtime = RUNTIMES[column.backend]
+    if timings and len(timings) > 1:
+        runtime += " (the faster here: " + ", ".join(f"{RUNTIMES[b]} {1000 * s:.1f} ms" for b, s in
+                                                   sorted(timings.items(), key=lambda item: item[1])) + \
+                   " a forward pass, measured at start-up)"
+    return (f"**{column.name}** · {runtime} · {column.parameters:,} parameters\n\n"
             f"| stage | ms |\n|---|---:|\n{rows}\n| **total** | **{1000 * total:.0f}** |")
 
 
@@ -241,6 +268,43 @@ def examples() -> list[str]:
     return sorted(str(p) for p in EXAMPLES.glob("*.mp4"))
 
 
+# Files over the limit are stopped in the browser, before the upload, with a message that names
+# them (the server's own limit, the same, stays as the guard behind it).
+UPLOAD_LIMIT_SCRIPT = """<script>
+(() => {
+  const limit = %(bytes)d, limitText = "%(text)s";
+  const box = () => {
+    let el = document.getElementById("upload-error");
+    const clip = document.getElementById("clip");
+    if (!el && clip) {
+      el = document.createElement("div");
+      el.id = "upload-error";
+      el.setAttribute("role", "alert");
+      el.style.cssText = "color:#b00020;font-weight:600;margin:0.5em 0";
+      clip.before(el);
+    }
+    return el;
+  };
+  const check = (files, event) => {
+    const big = Array.from(files || []).find((f) => f.size > limit);
+    const el = box();
+    if (el) el.textContent = big ? `${big.name}: ${(big.size / 1048576).toFixed(1)} MB is over the ${limitText} ` +
+      "upload limit; upload a shorter or smaller clip." : "";
+    if (big) { event.preventDefault(); event.stopImmediatePropagation(); }
+    return Boolean(big);
+  };
+  document.addEventListener("change", (e) => {
+    if (e.target.type === "file" && check(e.target.files, e)) e.target.value = "";
+  }, true);
+  document.addEventListener("drop", (e) => { if (e.dataTransfer) check(e.dataTransfer.files, e); }, true);
+})();
+</script>"""
+
+
+def upload_limit_script(max_bytes: int) -> str:
+    return UPLOAD_LIMIT_SCRIPT % {"bytes": max_bytes, "text": f"{max_bytes / 2**20:g} MB"}
+
+
 def build_ui(demo: Demo, concurrency: int = 2):
     import gradio as gr
 
@@ -257,7 +321,8 @@ def build_ui(demo: Demo, concurrency: int = 2):
                 shown["status"] = gr.Markdown(elem_id="status")
                 shown["agreement"] = gr.Markdown(elem_id="agreement")
                 shown["monitor"] = gr.Label(label="entropy monitor: trust per modality", elem_id="monitor")
-                gr.Markdown(MONITOR_HELP)
+                gr.Markdown(MONITOR_HELP if demo.monitor is not None else
+                            f"**The entropy view is off:** {demo.monitor_problem}.", elem_id="monitor-help")
         with gr.Row():
             for name in ("teacher", "student"):
                 with gr.Column():
@@ -272,35 +337,80 @@ def build_ui(demo: Demo, concurrency: int = 2):
     return ui.queue(default_concurrency_limit=concurrency, max_size=64)
 
 
+def _positive(kind):
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
+        return value
+
+    return convert
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {port}")
+    return port
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python app.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=7860, help="port to serve on")
+    p.add_argument("--port", type=_port, default=7860, help="port to serve on")
     p.add_argument("--teacher", default=str(HERE / "weights" / "teacher"),
                    help="teacher: a model folder or a Hub repo id (runs through torch)")
     p.add_argument("--student", default=str(HERE / "weights" / "student"), help="student: a model folder or a Hub repo id")
-    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
-                   help="the student's runtime: onnxruntime (model.onnx, exported when missing or stale) or torch")
+    p.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto",
+                   help="the student's runtime: the faster of the two, measured at start-up (auto), onnxruntime "
+                        "(model.onnx, exported when missing or stale) or torch")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (onnxruntime takes CUDA when it has it)")
-    p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload accepted")
-    p.add_argument("--concurrency", type=int, default=2, help="requests analysed at once; the rest wait in a queue")
+    p.add_argument("--max-upload-mb", type=_positive(float), default=200.0, help="largest upload accepted, in MB")
+    p.add_argument("--concurrency", type=_positive(int), default=2,
+                   help="requests analysed at once; the rest wait in a queue")
     return p
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (how services are stopped) ends the server as Ctrl-C does, so that the clean-up runs."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from emktd.hub import ModelLoadError
 
+    # One folder for everything the server writes (request outputs, gradio's copies of uploads),
+    # removed when it stops, by Ctrl-C or SIGTERM.
+    workdir = Path(tempfile.mkdtemp(prefix="emktd-demo-"))
+    atexit.register(shutil.rmtree, workdir, True)
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(workdir / "gradio"))
+    _stop_on_sigterm()
     try:
-        demo = Demo(args.teacher, args.student, args.backend, args.device, args.max_upload_mb)
+        demo = Demo(args.teacher, args.student, args.backend, args.device, args.max_upload_mb,
+                    out_dir=workdir / "requests")
     except ModelLoadError as exc:
         raise SystemExit(f"cannot load the models: {exc}") from None
+    runtime = RUNTIMES[demo.student.backend]
+    if demo.student.timings:
+        runtime += " (" + ", ".join(f"{RUNTIMES[b]} {1000 * t:.1f} ms" for b, t in demo.student.timings.items()) + ")"
     print(f"teacher: {demo.teacher.parameters:,} parameters (torch); student: {demo.student.parameters:,} "
-          f"parameters ({demo.student.backend})", flush=True)
+          f"parameters ({runtime})", flush=True)
+    if demo.monitor_problem:
+        print(f"the entropy view is off: {demo.monitor_problem}", flush=True)
     build_ui(demo, args.concurrency).launch(server_name=args.host, server_port=args.port,
-                                            max_file_size=f"{args.max_upload_mb:g}mb", show_error=True)
+                                            max_file_size=demo.max_bytes, show_error=True,
+                                            head=upload_limit_script(demo.max_bytes))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
     python -m emktd.export MODEL_DIR            # writes MODEL_DIR/model.onnx and checks it against torch
 
-The graph is the network only: fbank ``[B, T, F]`` and frames ``[B, 3, S, S]`` in; logits,
-mask logits (when the model has a decoder) and the audio, visual and fused tokens out, with
-a dynamic batch dimension.  Feature extraction (Kaldi fbank) stays in Python: it does not export.
+The graph is the network only: fbank ``[B, T, F]`` and frames ``[B, K, 3, S, S]`` (K frames of
+each of B clips: the audio blocks run once per clip) in; logits, mask logits (when the model
+has a decoder) and the audio, visual and fused tokens out, in ``[B * K, ...]`` order, with B and
+K dynamic.  Feature extraction (Kaldi fbank) stays in Python: it does not export.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .files import atomic_path
 from .models import AVOutput, AVTransformer
 
 DIGEST_KEY = "emktd_weights_sha256"  # metadata: the config + weights the graph was exported from
+GRAPH_KEY, GRAPH_VERSION = "emktd_graph", "clip-frames-1"  # metadata: the graph's inputs, as above
 OUTPUTS = ("logits", "mask_logits", "audio_tokens", "visual_tokens", "fused_tokens")
 
 
@@ -49,19 +51,20 @@ def export_onnx(model: AVTransformer, path: str | Path, opset: int = 18, digest:
     model = model.eval()
     c = model.config
     audio = torch.randn(2, c.audio_frames, c.num_mel_bins)
-    frames = torch.randn(2, 3, c.image_size, c.image_size)
-    batch = torch.export.Dim("batch", min=1, max=1024)
+    frames = torch.randn(2, 3, 3, c.image_size, c.image_size)
+    batch, per_clip = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("frames", min=1, max=256)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         # Both inputs share the one batch dimension; the exporter says so for each.
         warnings.filterwarnings("ignore", message="# The axis name")
         torch.onnx.export(_Graph(model).eval(), (audio, frames), str(tmp), dynamo=True, opset_version=opset,
                           input_names=["audio", "frames"], output_names=output_names(model),
-                          dynamic_shapes={"audio": {0: batch}, "frames": {0: batch}}, external_data=False,
-                          verbose=False)
+                          dynamic_shapes={"audio": {0: batch}, "frames": {0: batch, 1: per_clip}},
+                          external_data=False, verbose=False)
+        graph = onnx.load(str(tmp))
+        graph.metadata_props.add(key=GRAPH_KEY, value=GRAPH_VERSION)
         if digest is not None:
-            graph = onnx.load(str(tmp))
             graph.metadata_props.add(key=DIGEST_KEY, value=digest)
-            onnx.save(graph, str(tmp))
+        onnx.save(graph, str(tmp))
     return path
 
 
@@ -81,17 +84,25 @@ class OnnxModel:
 
     def __init__(self, path: str | Path, config, threads: int = 0):
         """``threads``: onnxruntime's intra-op threads; 0 takes torch's count (all cores by default),
-        where onnxruntime's own default may count physical cores only."""
+        where onnxruntime's own default may count physical cores only.  The threads do not spin
+        while they wait: in a process that also runs torch (the features, another model), spinning
+        threads of the two runtimes take the cores from each other."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=providers())
         self.config = config
         self.names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, audio: torch.Tensor, frames: torch.Tensor) -> AVOutput:
+        """As :meth:`AVTransformer.forward` with both inputs: frames ``[B, 3, S, S]`` or ``[B, K, 3, S, S]``."""
+        if frames.ndim == 4:
+            frames = frames[:, None]
         feeds = {"audio": np.ascontiguousarray(audio.detach().cpu().numpy(), dtype=np.float32),
                  "frames": np.ascontiguousarray(frames.detach().cpu().numpy(), dtype=np.float32)}
         values = dict(zip(self.names, (torch.from_numpy(v) for v in self.session.run(None, feeds))))
@@ -99,16 +110,19 @@ class OnnxModel:
                         values.get("mask_logits"))
 
 
-def check(model: AVTransformer, onnx_path: str | Path, batch: int = 3, seed: int = 0) -> dict[str, float]:
-    """onnxruntime against torch on random inputs: max logit difference, mask pixel agreement."""
+def check(model: AVTransformer, onnx_path: str | Path, batch: int = 3, frames_per_clip: int = 5,
+          seed: int = 0) -> dict[str, float]:
+    """onnxruntime against torch on random inputs, ``batch`` clips of ``frames_per_clip`` frames:
+    largest logit and token differences, mask pixel agreement."""
     torch.manual_seed(seed)
     c = model.config
-    audio, frames = torch.randn(batch, c.audio_frames, c.num_mel_bins), torch.randn(batch, 3, c.image_size, c.image_size)
+    audio = torch.randn(batch, c.audio_frames, c.num_mel_bins)
+    frames = torch.randn(batch, frames_per_clip, 3, c.image_size, c.image_size)
     with torch.no_grad():
         ref = model.eval()(audio, frames)
     got = OnnxModel(onnx_path, c)(audio, frames)
     result = {"logits_max_abs_diff": float((ref.logits - got.logits).abs().max()),
-              "fused_max_abs_diff": float((ref.fused_tokens - got.fused_tokens).abs().max())}
+              "tokens_max_abs_diff": max(float((ref.tokens()[m] - got.tokens()[m]).abs().max()) for m in ref.tokens())}
     if ref.mask_logits is not None:
         result["mask_agreement"] = float(((ref.mask_logits > 0) == (got.mask_logits > 0)).float().mean())
     return result
@@ -124,17 +138,18 @@ def weights_digest(folder: Path) -> str:
 
 
 def onnx_file(folder: Path, model, cache: str | Path | None = None) -> Path:
-    """``folder/model.onnx`` when it was exported from these weights, else a fresh export in the cache."""
+    """``folder/model.onnx`` when it was exported from these weights as this version's graph, else a
+    fresh export in the cache."""
     import onnx
 
     digest = weights_digest(folder)
     candidates = [Path(folder) / "model.onnx"]
     cache_dir = Path(cache) if cache is not None else Path.home() / ".cache" / "emktd" / "onnx"
-    candidates.append(cache_dir / digest[:16] / "model.onnx")
+    candidates.append(cache_dir / f"{digest[:16]}-{GRAPH_VERSION}" / "model.onnx")
     for path in candidates:
         if path.is_file():
             meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-            if meta.get(DIGEST_KEY) == digest:
+            if meta.get(DIGEST_KEY) == digest and meta.get(GRAPH_KEY) == GRAPH_VERSION:
                 return path
     target = candidates[-1]
     target.parent.mkdir(parents=True, exist_ok=True)

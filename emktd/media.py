@@ -14,7 +14,7 @@ file) raises :class:`MediaError` naming the file and the reason.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -29,11 +29,14 @@ __all__ = ["Clip", "MediaError", "load_clip", "load_audio", "probe", "write_vide
 # FFmpeg's "tty" demuxer renders any text file as ANSI art, a video stream: not a clip.
 _TEXT_FORMATS = ("tty",)
 # Demuxers that read single pictures rather than video streams.
-_IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "gif", "tiff_pipe")
+_IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe")
 
 # Seeking only pays off when the next wanted frame is further away than a
 # typical keyframe interval; below that, decoding forward is cheaper.
 _SEEK_GAP_S = 2.0
+# Frames no other frame refers to are decoded only this close to a wanted time: beyond it,
+# no sampled frame can be among them (decode order runs at most a few frames ahead of display).
+_SKIP_MARGIN_S = 0.3
 
 
 class MediaError(ValueError):
@@ -99,11 +102,20 @@ def _video_stream(container, path: Path):
         raise MediaError(path, "not a readable media file (a text file; a video clip is expected)")
     if demuxer in _IMAGE_FORMATS:
         raise MediaError(path, "is a still image; a video clip is expected")
+    if demuxer == "gif" and not _animated(path):
+        raise MediaError(path, "is a still image (a GIF of one frame); a video clip is expected")
     if not container.streams.video:
         if container.streams.audio:
             raise MediaError(path, "an audio-only file; a video clip with a video stream is expected")
         raise MediaError(path, "no audio or video streams (truncated, or not a media file)")
     return container.streams.video[0]
+
+
+def _animated(path: Path) -> bool:
+    """Whether a GIF holds more than one frame (an animated GIF is read as a silent video)."""
+    with av.open(str(path)) as container:
+        packets = container.demux(container.streams.video[0])
+        return sum(1 for _, packet in zip(range(3), packets) if packet.size) > 1
 
 
 def _duration_s(container, stream) -> float:
@@ -177,9 +189,12 @@ def _decode_frames(container, stream, targets_s, size, path, counter):
 
     That is the last frame starting at or before the target, or the first frame
     when the target precedes every frame.  At most two decoded frames are held
-    at once; only the picked ones are converted (and downscaled) to RGB.
+    at once; only the picked ones are converted (and downscaled) to RGB.  Frames
+    that no other frame refers to are skipped unless a target is near, and the
+    decoder runs without frame threads, whose pipeline would keep decoding what
+    is skipped and cost more than it saves for the few frames a clip needs.
     """
-    stream.thread_type = "AUTO"
+    stream.thread_type = "SLICE"
     time_base = float(stream.time_base)
     # How far past the last decodable frame a target may lie before the file
     # counts as truncated rather than ending on a long last frame.
@@ -207,6 +222,9 @@ def _decode_frames(container, stream, targets_s, size, path, counter):
         while upcoming is None or upcoming[0] <= target + 1e-6:
             if upcoming is not None:
                 current = upcoming
+            # Frames no other frame refers to (B-frames, mostly) are only decoded near a target.
+            near = upcoming is None or target - upcoming[0] <= _SKIP_MARGIN_S
+            stream.codec_context.skip_frame = "DEFAULT" if near else "NONREF"
             upcoming = next(decoded, None)
             if upcoming is None:
                 exhausted = True
@@ -260,10 +278,35 @@ def _mono_chunks(frames, sample_rate_hz: int):
         yield None, out.to_ndarray().mean(axis=0, dtype=np.float32)
 
 
-def _decode_audio(container, stream, start_s, duration_s, sample_rate_hz, counter) -> np.ndarray:
+def _clip_audio(container, path: Path, start_s, span_s, sample_rate_hz, counter, notes: list[str]) -> np.ndarray:
+    """The segment's audio from the container the video was read from (sought back to the segment's
+    start; a container that cannot seek is opened again), or an empty array with a note why."""
+    audio = np.zeros(0, np.float32)
+    if not container.streams.audio:
+        notes.append("no audio track; using silence")
+        return audio
+    try:
+        stream = container.streams.audio[0]
+        try:
+            container.seek(int((_stream_start_s(stream) + start_s) / float(stream.time_base)), stream=stream,
+                           backward=True)
+            audio = _decode_audio(container, stream, start_s, span_s, sample_rate_hz, counter)
+        except av.error.FFmpegError:
+            with _open(path) as again:
+                audio = _decode_audio(again, again.streams.audio[0], start_s, span_s, sample_rate_hz, counter,
+                                      seek=start_s > 0)
+    except av.error.FFmpegError as exc:
+        notes.append(f"audio track cannot be decoded ({exc}); using silence")
+    if audio.size == 0 and not notes:
+        notes.append("audio track holds no decodable audio; using silence")
+    return audio
+
+
+def _decode_audio(container, stream, start_s, duration_s, sample_rate_hz, counter, seek: bool = False) -> np.ndarray:
+    """Decode from the current position (after seeking to ``start_s`` when ``seek``), trimmed to the segment."""
     stream.thread_type = "AUTO"
     stream_start_s = _stream_start_s(stream)
-    if start_s > 0:
+    if seek:
         container.seek(int((stream_start_s + start_s) / float(stream.time_base)), stream=stream, backward=True)
     chunks: list[np.ndarray] = []
     decoded_samples = 0
@@ -358,18 +401,7 @@ def load_clip(
             times = times - origin_s
         except av.error.FFmpegError as exc:
             raise MediaError(path, f"video stream cannot be decoded ({exc})") from None
-
-    audio = np.zeros(0, np.float32)
-    with _open(path) as container:
-        if not container.streams.audio:
-            notes.append("no audio track; using silence")
-        else:
-            try:
-                audio = _decode_audio(container, container.streams.audio[0], start_s, span_s, sample_rate_hz, counter)
-            except av.error.FFmpegError as exc:
-                notes.append(f"audio track cannot be decoded ({exc}); using silence")
-            if audio.size == 0 and not notes:
-                notes.append("audio track holds no decodable audio; using silence")
+        audio = _clip_audio(container, path, start_s, span_s, sample_rate_hz, counter, notes)
     has_audio = audio.size > 0
     expected = int(round(span_s * sample_rate_hz))
     if not has_audio:
@@ -404,11 +436,17 @@ def write_video(
     audio_codec: str = "aac",
     pixel_format: str = "yuv420p",
     options: dict[str, str] | None = None,
+    frame_starts_s: Sequence[float] | None = None,
+    end_s: float | None = None,
 ) -> Path:
     """Write ``[T, H, W, 3]`` uint8 RGB frames (an array, or any iterable of ``[H, W, 3]`` frames,
     so that long clips need not fit in memory) and optional ``[S]`` or ``[C, S]`` float audio.
 
-    The defaults (H.264 in yuv420p + AAC, moov atom first) play in every browser.
+    Frames follow one another at ``fps``; or, with ``frame_starts_s`` (one time per frame,
+    increasing, from 0) and ``end_s``, frame k is shown from its start to the next one's, the last
+    until ``end_s``: a few frames can span a whole clip without being repeated (variable frame
+    timing, millisecond steps).  The defaults (H.264 in yuv420p + AAC, moov atom first) play in
+    every browser.
     """
     path = Path(path)
     frames = iter(frames)
@@ -427,17 +465,43 @@ def write_video(
         astream = None
         if audio is not None:
             audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
-            astream = container.add_stream(audio_codec, rate=sample_rate_hz)
+            # FFmpeg's AAC encoder: the "fast" coder halves the time of the default one
+            astream = container.add_stream(audio_codec, rate=sample_rate_hz,
+                                           options={"aac_coder": "fast"} if audio_codec == "aac" else {})
             astream.layout = "mono" if audio.shape[0] == 1 else "stereo" if audio.shape[0] == 2 else "5.1"
-        vstream.codec_context.time_base = 1 / rate
-        for index, image in enumerate(itertools.chain([first], frames)):
+        time_base = 1 / rate if frame_starts_s is None else Fraction(1, 1000)
+        durations = {}
+        vstream.codec_context.time_base = time_base
+        images = itertools.chain([first], frames)
+        if frame_starts_s is None:
+            timed = enumerate(images)
+        else:  # the last frame again at the end, so that it is shown until then
+            if end_s is None:
+                raise ValueError("frame_starts_s needs end_s, where the last frame stops")
+            images = list(images)
+            starts = [int(round(1000 * t)) for t in frame_starts_s] + [int(round(1000 * end_s)) - 1]
+            if len(starts) != len(images) + 1 or any(b <= a for a, b in zip(starts, starts[1:])):
+                raise ValueError(f"frame_starts_s must give an increasing time before end_s for each of "
+                                 f"{len(images)} frames")
+            timed = zip(starts, images + images[-1:])
+            durations = {a: b - a for a, b in zip(starts, starts[1:])} | {starts[-1]: 1}
+        for pts, image in timed:
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts, frame.time_base = index, 1 / rate
-            container.mux(vstream.encode(frame))
-        container.mux(vstream.encode(None))
+            frame.pts, frame.time_base = pts, time_base
+            _mux(container, vstream.encode(frame), durations)
+        _mux(container, vstream.encode(None), durations)
         if astream is not None:
             _encode_audio(container, astream, audio, sample_rate_hz)
     return path
+
+
+def _mux(container, packets, durations: dict[int, int]) -> None:
+    """Mux encoded packets, each with its frame's duration where one is given (in the stream's time base)."""
+    for packet in packets:
+        if packet.pts in durations:
+            packet.duration = int(durations[packet.pts] * packet.time_base.denominator
+                                  / packet.time_base.numerator / 1000) or 1
+        container.mux(packet)
 
 
 def _encode_audio(container, stream, audio: np.ndarray, sample_rate_hz: int) -> None:

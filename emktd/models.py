@@ -308,14 +308,26 @@ class AVTransformer(nn.Module):
         return self.patch_embed_v(frames) + self.pos_embed_v + self.modality_v
 
     def forward(self, audio: torch.Tensor | None = None, frames: torch.Tensor | None = None) -> AVOutput:
-        """audio: fbank ``[B, T, F]``; frames: ``[B, 3, S, S]``. Either may be None (single-modality mode)."""
+        """audio: fbank ``[B, T, F]``; frames: ``[B, 3, S, S]``, one frame per sample, or
+        ``[B, K, 3, S, S]``, K frames of each sample's clip.  With K frames the audio blocks run
+        once per clip and their tokens join each of its frames at fusion: the outputs are those of
+        the fbank repeated for every frame, in ``[B * K, ...]`` order.  Either input may be None
+        (single-modality mode)."""
         if audio is None and frames is None:
             raise ValueError("at least one of audio and frames is needed")
+        per_clip = 1
+        if frames is not None and frames.ndim == 5:
+            if audio is not None and audio.shape[0] != frames.shape[0]:
+                raise ValueError(f"{audio.shape[0]} fbanks for {frames.shape[0]} clips of frames")
+            per_clip = frames.shape[1]
+            frames = frames.flatten(0, 1)
         a = v = None
         if audio is not None:
             a = self.embed_audio(audio)
             for blk in self.blocks_a:
                 a = blk(a)
+            if per_clip != 1:
+                a = a[:, None].expand(-1, per_clip, -1, -1).flatten(0, 1)
         if frames is not None:
             v = self.embed_visual(frames)
             for blk in self.blocks_v:

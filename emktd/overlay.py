@@ -22,30 +22,37 @@ def crop_box(height: int, width: int) -> tuple[int, int, int]:
 
 
 def overlay(frames: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Tint the object pixels (mask >= 0.5) of each frame, inside the centre square the model saw."""
+    """Tint the object pixels (mask >= 0.5) of each frame, inside the centre square the model saw,
+    and draw their outline."""
     import cv2
 
-    out = frames.astype(np.float32).copy()
+    out = frames.copy()
     top, left, side = crop_box(*frames.shape[1:3])
+    tint = OVERLAY_RGB.astype(np.uint8)
     for frame, mask in zip(out, masks):
         m = cv2.resize(mask.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR) >= 0.5
+        if not m.any():
+            continue
         region = frame[top:top + side, left:left + side]
-        region[m] = (1 - alpha) * region[m] + alpha * OVERLAY_RGB
+        blended = cv2.addWeighted(region, 1 - alpha, np.broadcast_to(tint, region.shape), alpha, 0.0)
+        region[m] = blended[m]
         edges = m ^ cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        region[edges] = OVERLAY_RGB
-    return out.round().clip(0, 255).astype(np.uint8)
+        region[edges] = tint
+    return out
 
 
-def overlay_video(path: str | Path, clip: Clip, masks: np.ndarray, window: float, fps: int = 10) -> Path:
-    """An H.264 + AAC mp4 of the sampled frames with their masks, each held for its share of the
-    window, with the window's sound."""
+def overlay_video(path: str | Path, clip: Clip, masks: np.ndarray, window: float) -> Path:
+    """An H.264 + AAC mp4 of the sampled frames with their masks, each shown for its share of the
+    analysed part (variable frame timing: one encoded frame per sampled frame), with its sound."""
     frames = overlay(clip.frames, masks)
     h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # yuv420p needs even sides
     frames = frames[:, :h, :w]
-    hold = max(1, round(fps * min(window, max(clip.duration_s, 1e-3)) / len(frames)))
+    span = min(window, max(clip.duration_s, 1e-3))
+    starts = [span * k / len(frames) for k in range(len(frames))]
     audio = clip.audio if clip.has_audio else None
-    return write_video(path, np.repeat(frames, hold, axis=0), fps, audio, clip.sample_rate_hz,
-                       options={"preset": "veryfast"})
+    return write_video(path, frames, len(frames) / span, audio, clip.sample_rate_hz,
+                       options={"preset": "ultrafast", "tune": "zerolatency", "threads": "1"},
+                       frame_starts_s=starts, end_s=span)
 
 
 def predict_with_overlay(predictor: Predictor, clip: Clip, window: float,

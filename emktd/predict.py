@@ -29,7 +29,7 @@ from .hub import load_pretrained, resolve_folder
 from .models import AVConfig, AVOutput
 
 HOP_S = FbankConfig().frame_shift_ms / 1000.0
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "auto")
 
 
 def window_s(config: AVConfig) -> float:
@@ -58,18 +58,23 @@ class Prediction:
 
 
 class Predictor:
-    """One model (torch or onnxruntime) with its label list and input geometry."""
+    """One model (torch or onnxruntime) with its label list and input geometry.
+
+    ``timings`` holds, after ``load(..., backend="auto")``, each runtime's model time (seconds)
+    measured at load time, from which the faster was chosen."""
 
     def __init__(self, model, config: AVConfig, backend: str, parameters: int, device: str = "cpu"):
         self.model, self.config, self.backend, self.parameters = model, config, backend, parameters
         self.device = torch.device(device)
         labels = config.labels or tuple(f"class {i}" for i in range(config.num_classes))
         self.labels = tuple(labels)
+        self.timings: dict[str, float] = {}
 
     @classmethod
     def load(cls, name_or_path: str | Path, backend: str = "torch", device: str = "auto",
-             onnx_cache: str | Path | None = None) -> "Predictor":
-        """A model folder or Hub id; ``backend='onnx'`` runs ``model.onnx`` (exported when missing or stale)."""
+             onnx_cache: str | Path | None = None, frames: int = 5) -> "Predictor":
+        """A model folder or Hub id.  ``backend='onnx'`` runs ``model.onnx`` (exported when missing or
+        stale); ``'auto'`` times both runtimes on a clip of ``frames`` frames and keeps the faster."""
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
         if device == "auto":
@@ -77,18 +82,40 @@ class Predictor:
         folder = resolve_folder(name_or_path)
         model = load_pretrained(folder, device=device)
         parameters = model.num_parameters()
-        if backend == "onnx":
+        candidates = []
+        if backend in ("torch", "auto"):
+            candidates.append(cls(model, model.config, "torch", parameters, device))
+        if backend in ("onnx", "auto"):
             onnx_path = onnx_file(folder, model, onnx_cache)
-            return cls(OnnxModel(onnx_path, model.config), model.config, "onnx", parameters, "cpu")
-        return cls(model, model.config, "torch", parameters, device)
+            candidates.append(cls(OnnxModel(onnx_path, model.config), model.config, "onnx", parameters, "cpu"))
+        if len(candidates) == 1:
+            return candidates[0]
+        timings = {c.backend: c.time_model(frames) for c in candidates}
+        chosen = min(candidates, key=lambda c: timings[c.backend])
+        chosen.timings = timings
+        return chosen
+
+    def time_model(self, frames: int = 5, repeats: int = 7) -> float:
+        """Median seconds of one forward pass on a clip of ``frames`` frames (after warm-ups)."""
+        c = self.config
+        audio = torch.zeros(1, c.audio_frames, c.num_mel_bins)
+        pictures = torch.zeros(1, frames, 3, c.image_size, c.image_size)
+        times = []
+        for i in range(repeats + 2):
+            started = time.perf_counter()
+            self.forward(audio, pictures)
+            if i >= 2:
+                times.append(time.perf_counter() - started)
+        return sorted(times)[len(times) // 2]
 
     def features(self, clip: Clip) -> tuple[torch.Tensor, torch.Tensor]:
-        """fbank ``[T, frames, bins]`` (one copy per sampled frame) and frames ``[T, 3, S, S]``."""
+        """The clip's fbank ``[1, frames, bins]`` and its sampled frames ``[1, T, 3, S, S]``: one clip,
+        whose audio the model encodes once for all its frames."""
         c = self.config
         fbank = audio_fbank(clip.audio, clip.sample_rate_hz, FbankConfig(num_frames=c.audio_frames,
                                                                           num_mel_bins=c.num_mel_bins))
         frames = frames_to_tensor(clip.frames, c.image_size)
-        return fbank.unsqueeze(0).expand(frames.shape[0], -1, -1), frames
+        return fbank[None], frames[None]
 
     def forward(self, audio: torch.Tensor, frames: torch.Tensor) -> AVOutput:
         with torch.no_grad():

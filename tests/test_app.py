@@ -185,3 +185,56 @@ def test_examples_carry_their_licence_notice():
     for example in app.examples():
         assert Path(example).name in notice
     assert sum(Path(p).stat().st_size for p in app.examples()) <= 2 * 2**20
+
+
+def test_tiny_frames_are_refused_with_their_size(demo, tmp_path):
+    tiny = write_video(tmp_path / "dot.mkv", np.full((20, 1, 1, 3), 128, np.uint8), 10, tone(440, 2.0, 16000), 16000,
+                       "ffv1", "flac", pixel_format="yuv444p")
+    out = outputs(demo.handle(str(tiny)))
+    assert out["status"].startswith("**Cannot use this file.**")
+    assert "dot.mkv" in out["status"] and "1x1 pixels" in out["status"] and "16x16" in out["status"]
+
+
+def test_an_animated_gif_is_a_silent_video_and_a_still_one_is_refused(demo, tmp_path):
+    pictures = [Image.fromarray(frame) for frame in indexed_frames(12, 64, 64)]
+    pictures[0].save(tmp_path / "moving.gif", save_all=True, append_images=pictures[1:], duration=100, loop=0)
+    out = outputs(demo.handle(str(tmp_path / "moving.gif")))
+    assert_analysed(out, demo)
+    assert "No usable sound" in out["status"]
+    pictures[0].save(tmp_path / "still.gif")
+    out = outputs(demo.handle(str(tmp_path / "still.gif")))
+    assert "still.gif" in out["status"] and "still image (a GIF of one frame)" in out["status"]
+
+
+def test_a_damaged_monitor_turns_the_entropy_view_off_and_says_why(tmp_path, make_clip):
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(REPO / "weights" / "teacher", teacher)
+    (teacher / "monitor.safetensors").write_bytes(b"not safetensors")
+    demo = app.Demo(teacher=teacher, backend="torch", out_dir=tmp_path / "out")
+    assert demo.monitor is None and "monitor.safetensors" in demo.monitor_problem
+    out = outputs(demo.handle(str(make_clip(seconds=1.0))))
+    assert out["status"].startswith("Analysed") and out["monitor"] is None
+    (teacher / "monitor.json").write_text("[1, 2")
+    demo = app.Demo(teacher=teacher, backend="torch", out_dir=tmp_path / "out2")
+    assert demo.monitor is None and "monitor.json" in demo.monitor_problem
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--max-upload-mb", "-1"], "--max-upload-mb: expected a number above 0"),
+    (["--max-upload-mb", "lots"], "--max-upload-mb: expected a number"),
+    (["--concurrency", "0"], "--concurrency: expected a number above 0"),
+    (["--port", "70000"], "--port: expected a port from 0 to 65535"),
+])
+def test_bad_options_stop_with_a_message(capsys, argv, expected):
+    with pytest.raises(SystemExit):
+        app.parser().parse_args(argv)
+    assert expected in capsys.readouterr().err
+
+
+def test_fractional_upload_limits_are_taken():
+    args = app.parser().parse_args(["--max-upload-mb", "1.5"])
+    assert args.max_upload_mb == 1.5 and args.backend == "auto"
+    script = app.upload_limit_script(int(1.5 * 2**20))
+    assert "const limit = 1572864" in script and "1.5 MB" in script

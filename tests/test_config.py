@@ -130,3 +130,26 @@ def test_older_run_folders_resume_with_their_sentinels(tmp_path):
     loaded = cfg.load(tmp_path / "config.json")
     assert (loaded.beta, loaded.seg_decoder_dim, loaded.student_image_size, loaded.monitor, loaded.out,
             loaded.max_train_clips) == (None,) * 6
+
+
+def test_relative_paths_resolve_one_way_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = cfg.RunConfig()
+    # the defaults name places under the repository, wherever the command runs
+    assert config.path(config.data_root) == cfg.REPO / "data" / "emktd-bench"
+    assert config.path(config.teacher) == cfg.REPO / "weights" / "teacher"
+    # a relative path that exists here is the user's own
+    (tmp_path / "my-data").mkdir()
+    assert config.path("my-data") == tmp_path / "my-data"
+    assert config.path(str(tmp_path / "elsewhere")) == tmp_path / "elsewhere"
+
+
+def test_a_missing_benchmark_is_named_where_it_was_looked_for(tmp_path, monkeypatch):
+    from training.run import pipeline
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cfg, "REPO", tmp_path / "repo")
+    (tmp_path / "repo").mkdir()
+    with pytest.raises(SystemExit, match=str(tmp_path / "repo" / "data" / "emktd-bench")):
+        pipeline.main(["--task", "teacher", "--build-benchmark", "false", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()

@@ -21,6 +21,24 @@ def test_onnxruntime_matches_torch(exported):
     assert result["mask_agreement"] >= 0.999
 
 
+def test_audio_once_per_clip_gives_what_the_repeated_fbank_gives(exported):
+    """One fbank for a clip's five frames (the audio blocks run once) against the fbank copied to every
+    frame (each frame its own sample): the same logits, masks and tokens, in torch and in onnxruntime."""
+    model, path = exported
+    c = model.config
+    torch.manual_seed(1)
+    audio, frames = torch.randn(2, c.audio_frames, c.num_mel_bins), torch.randn(2, 5, 3, c.image_size, c.image_size)
+    with torch.no_grad():
+        repeated = model(audio.repeat_interleave(5, dim=0), frames.flatten(0, 1))
+        once = model(audio, frames)
+    onnx_once = OnnxModel(path, c)(audio, frames)
+    for name in ("logits", "audio_tokens", "visual_tokens", "fused_tokens", "mask_logits"):
+        expected = getattr(repeated, name)
+        assert getattr(once, name).shape == expected.shape == (10, *expected.shape[1:])
+        torch.testing.assert_close(getattr(once, name), expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(getattr(onnx_once, name), expected, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("batch", [1, 5])
 def test_dynamic_batch_and_outputs(exported, batch):
     model, path = exported

@@ -82,7 +82,13 @@ def test_overlay_video_plays_in_browsers(tmp_path):
     info = probe(path)
     assert info.video_codec == "h264" and info.audio_codec == "aac"
     assert info.width % 2 == 0 and info.height % 2 == 0
-    assert info.duration_s == pytest.approx(3.0, abs=0.3)
+    assert info.duration_s == pytest.approx(3.0, abs=0.05)
+    # one encoded frame per sampled frame (and the last again at the end), each shown for its share
+    import av
+
+    with av.open(str(path)) as container:
+        times = [float(f.pts * f.time_base) for f in container.decode(video=0)]
+    assert times == pytest.approx([0.0, 0.6, 1.2, 1.8, 2.4, 2.999], abs=1e-3)
 
 
 def test_mask_iou_by_hand():
@@ -111,3 +117,11 @@ def test_monitor_round_trip(tmp_path):
 
 def test_window_is_the_fbank_span():
     assert window_s(create_model("bench-teacher").config) == pytest.approx(5.12)
+
+
+def test_auto_backend_keeps_the_faster_runtime(student_dir, tmp_path):
+    chosen = Predictor.load(student_dir, "auto", onnx_cache=tmp_path / "cache")
+    assert set(chosen.timings) == {"torch", "onnx"} and all(t > 0 for t in chosen.timings.values())
+    assert chosen.backend == min(chosen.timings, key=chosen.timings.get)
+    with pytest.raises(ValueError, match="backend 'tensorrt'"):
+        Predictor.load(student_dir, "tensorrt")

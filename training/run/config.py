@@ -125,7 +125,9 @@ class RunConfig:
         """A path of this config: a relative one names what exists under the working directory, else
         the place under the repository root (where the defaults, weights/ and data/, live)."""
         path = Path(value).expanduser()
-        return path if path.is_absolute() or path.exists() else REPO / path
+        if path.is_absolute():
+            return path
+        return Path.cwd() / path if path.exists() else REPO / path
 
 
 PRESETS: dict[str, dict] = {

@@ -82,9 +82,9 @@ def evaluate(config: RunConfig, model: AVTransformer, dataset, device, modes: di
         frames = batch["frames"][0]
         if frames.ndim == 3:
             frames = frames[None]
-        audio = batch["audio"].expand(frames.shape[0], *batch["audio"].shape[1:])
-        with autocast(config, device):
-            out = model(audio.to(device), student_frames(frames.to(device), model.config.image_size))
+        frames = student_frames(frames.to(device), model.config.image_size)
+        with autocast(config, device):  # the clip's audio is encoded once for all its frames
+            out = model(batch["audio"].to(device), frames[None])
         tally.add(batch, out, dataset.part_name(index))
         if monitor is not None and modes:
             mode = modes.get(batch["id"][0], "unknown")
