@@ -107,12 +107,26 @@ class Demo:
         except MonitorLoadError as exc:  # the demo works without it, and says why
             self.monitor_problem = str(exc)
         self.window = max(window_s(self.teacher.config), window_s(self.student.config))
+        self._warm_up()
         self.max_bytes = int(max_upload_mb * 2**20)
         self.keep_outputs_s = keep_outputs_s
         self.out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="emktd-demo-"))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atexit.register(shutil.rmtree, self.out_dir, True)
         self.lock = threading.Lock()  # pruning of old outputs
+
+    def _warm_up(self) -> None:
+        """One forward pass of each model and one small overlay video, so that the first request's
+        timings are not those of loading kernels and codecs."""
+        from emktd.media import write_video
+        from emktd.overlay import overlay
+
+        for predictor in (self.teacher, self.student):
+            predictor.time_model(NUM_FRAMES, repeats=1)
+        frames = overlay(np.zeros((2, 16, 16, 3), np.uint8), np.ones((2, 4, 4), np.float32))
+        with tempfile.TemporaryDirectory() as tmp:
+            write_video(Path(tmp) / "warm.mp4", frames, 2.0, np.zeros(1600, np.float32), 16000,
+                        options={"preset": "ultrafast"})
 
     # ------------------------------------------------------------------ the work
 

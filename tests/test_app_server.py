@@ -160,17 +160,18 @@ def test_browser_uploads_a_clip_and_sees_both_columns(server, tmp_path):
         }""")
         assert played["error"] is None and played["width"] > 0, played
         assert played["time"] > 0.5 and abs(played["duration"] - 5.0) < 0.1, played
+        page.wait_for_timeout(500)
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
         # a file over the upload limit is stopped in the page, which names it and the limit
-        page.locator("#clip button[aria-label='Clear']").first.click() if page.locator(
-            "#clip button[aria-label='Clear']").count() else None
+        clear = page.locator("#clip button[aria-label='Clear']")
+        if clear.count():  # the clip shown goes first, as a user would remove it
+            clear.first.click()
         too_big = tmp_path / "too-big.mp4"
         too_big.write_bytes(os.urandom(int(1.6 * 2**20)))
         page.locator("#clip input[type=file]").set_input_files(str(too_big))
         expect(page.locator("#upload-error")).to_contain_text("too-big.mp4", timeout=10_000)
         expect(page.locator("#upload-error")).to_contain_text(f"{UPLOAD_LIMIT_MB:g} MB upload limit")
-        page.wait_for_timeout(500)
-        shot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert shot.stat().st_size > 10_000
 
