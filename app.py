@@ -17,6 +17,7 @@ import atexit
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -392,39 +393,43 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM (how services are stopped) ends the server as Ctrl-C does, so that the clean-up runs."""
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-
-
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     from emktd.hub import ModelLoadError
 
     # One folder for everything the server writes (request outputs, gradio's copies of uploads),
-    # removed when it stops, by Ctrl-C or SIGTERM.
+    # removed when it stops, by Ctrl-C or by SIGTERM (how services are stopped).
     workdir = Path(tempfile.mkdtemp(prefix="emktd-demo-"))
-    atexit.register(shutil.rmtree, workdir, True)
     os.environ.setdefault("GRADIO_TEMP_DIR", str(workdir / "gradio"))
-    _stop_on_sigterm()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
     try:
         demo = Demo(args.teacher, args.student, args.backend, args.device, args.max_upload_mb,
                     out_dir=workdir / "requests")
+        runtime = RUNTIMES[demo.student.backend]
+        if demo.student.timings:
+            runtime += "; at start-up " + ", ".join(f"{RUNTIMES[b]} {1000 * t:.1f} ms"
+                                                    for b, t in demo.student.timings.items())
+        print(f"teacher: {demo.teacher.parameters:,} parameters (torch); student: {demo.student.parameters:,} "
+              f"parameters ({runtime})", flush=True)
+        if demo.monitor_problem:
+            print(f"the entropy view is off: {demo.monitor_problem}", flush=True)
+        ui = build_ui(demo, args.concurrency)
+        ui.launch(server_name=args.host, server_port=args.port, max_file_size=demo.max_bytes, show_error=True,
+                  head=upload_limit_script(demo.max_bytes), prevent_thread_lock=True)
+        while not stop.wait(0.5):
+            pass
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        print("stopping the server", flush=True)
+        ui.close()
     except ModelLoadError as exc:
         raise SystemExit(f"cannot load the models: {exc}") from None
-    runtime = RUNTIMES[demo.student.backend]
-    if demo.student.timings:
-        runtime += " (" + ", ".join(f"{RUNTIMES[b]} {1000 * t:.1f} ms" for b, t in demo.student.timings.items()) + ")"
-    print(f"teacher: {demo.teacher.parameters:,} parameters (torch); student: {demo.student.parameters:,} "
-          f"parameters ({runtime})", flush=True)
-    if demo.monitor_problem:
-        print(f"the entropy view is off: {demo.monitor_problem}", flush=True)
-    build_ui(demo, args.concurrency).launch(server_name=args.host, server_port=args.port,
-                                            max_file_size=demo.max_bytes, show_error=True,
-                                            head=upload_limit_script(demo.max_bytes))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    sys.stdout.flush()
+    os._exit(0)  # the web server's threads may still wait on open connections: nothing is left to save
 
 
 if __name__ == "__main__":
