@@ -2,6 +2,7 @@
 resume after a kill, two DDP processes, publishing."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -56,6 +57,9 @@ def test_distill_end_to_end(small_bench, teacher_dir, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["student"]["clips"] == 6 and {"top1", "mAP", "mIoU", "legacy_fscore", "fscore"} <= set(metrics["student"])
     assert set(metrics["teacher"]["em_weights_by_mode"]) <= {"clean", "audio", "visual", "multi"}
+    for part in ("train", "held_out"):  # the monitor's probes, as trained, with their accuracy and entropy
+        assert set(metrics["probes"][part]) == {"audio", "visual", "fused"}
+        assert all(0 <= r["accuracy"] <= 1 and r["entropy"] >= 0 for r in metrics["probes"][part].values())
     parts = metrics["student"]["segmentation_by_part"]
     assert set(parts) == {"S4", "MS3"} and parts["S4"]["frames"] + parts["MS3"]["frames"] == metrics["student"]["frames"]
     assert metrics == result
@@ -319,3 +323,28 @@ def test_avsbench_setups(small_bench, teacher_dir, tmp_path, preset, folder):
                            "--probe-epochs", "1"])
     assert json.loads((run / "config.json").read_text())["resolved"]["monitor"] == "segmentation"
     assert "mIoU" in result["student"] and result["student"]["frames"] > 0
+
+
+def test_probes_train_to_convergence_and_stop_on_held_out_clips():
+    """Separable features: the probes converge (held-out accuracy high, entropy low) and stop early;
+    features that say nothing: the probes stay unsure (entropy near log K) and stop early too."""
+    from emktd.monitor import EntropyMonitor
+    from training.run.probes import fit_probes
+
+    torch.manual_seed(0)
+    classes, dim, n = 5, 16, 600
+    labels = torch.randint(0, classes, (n,))
+    centres = torch.randn(classes, dim) * 3
+    informative = {m: (centres[labels] + torch.randn(n, dim))[:, None] for m in ("audio", "visual", "fused")}
+    target = torch.nn.functional.one_hot(labels, classes).float()
+    config = cfg.RunConfig(probe_epochs=200, probe_patience=5, probe_lr=1e-2)
+    report = fit_probes(config, EntropyMonitor(dim, classes), informative, target.argmax(1), "cpu")
+    assert report["held_out_clips"] == 60 and report["train_clips"] == 540
+    assert report["best_epoch"] < len(report["epoch_losses"]) < 200  # stopped on the held-out loss
+    for m, r in report["held_out"].items():
+        assert r["accuracy"] > 0.9 and r["entropy"] < 0.5, (m, r)
+    noise = {m: torch.randn(n, 1, dim) for m in ("audio", "visual", "fused")}
+    report = fit_probes(config, EntropyMonitor(dim, classes), noise, labels, "cpu")
+    assert len(report["epoch_losses"]) < 200
+    for m, r in report["held_out"].items():
+        assert r["accuracy"] < 0.4 and r["entropy"] > 0.8 * math.log(classes), (m, r)

@@ -72,7 +72,11 @@ class RunConfig:
     kd_weight: float = _f(1.0, "KD weight", minimum=0.0)
     monitor: str | None = _f(None, "the entropy probes' task (default: segmentation for the segmentation "
                              "objective, else classification)", choices=TASKS)
-    probe_epochs: int = _f(10, "epochs of entropy-probe training", minimum=1)
+    probe_epochs: int = _f(100, "most epochs of entropy-probe training (cosine schedule over them); training "
+                           "stops earlier once the held-out loss has not improved for --probe-patience epochs",
+                           minimum=1)
+    probe_patience: int = _f(10, "epochs without a better held-out loss before the probes stop", minimum=1)
+    probe_holdout: float = _f(0.1, "fraction of the training clips held out to stop the probes on", minimum=0.0)
     probe_lr: float = _f(1e-3, "entropy-probe learning rate", minimum=0.0)
     # optimisation
     epochs: int = _f(8, "training epochs", minimum=1)
@@ -235,6 +239,8 @@ def validate(config: RunConfig) -> None:
     problems += entry.problems(config)
     if config.mixup and config.objective != "classification":
         problems.append("mixup mixes class targets, not masks: use it with --objective classification only")
+    if config.probe_holdout >= 0.5:
+        problems.append(f"probe_holdout {config.probe_holdout}: hold out less than half of the training clips")
     if config.fill_teacher_cache and not config.teacher_cache_dir:
         problems.append("fill_teacher_cache needs teacher_cache_dir")
     if problems:

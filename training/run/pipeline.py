@@ -168,8 +168,12 @@ def entropy_monitor(config: cfg.RunConfig, setup: Setup, folder: RunFolder, cach
         # Segmentation probes need masks: the first annotated frame has one in every layout.
         visits = data.FrameVisits(setup.data.train.clips, 1 if monitor.task == "segmentation"
                                   else config.frames_per_clip, config.seed)
-        losses = train_probes(config, teacher, monitor, visits, device, progress, cache)
-        folder.log({"type": "probes", "epoch_losses": losses})
+        report = train_probes(config, teacher, monitor, visits, device, progress, cache)
+        folder.log({"type": "probes", **report})
+        held = report["held_out"]
+        print("entropy probes (held-out accuracy, mean entropy in nats): " + ", ".join(
+            f"{m} {100 * r['accuracy']:.1f} %, {r['entropy']:.2f}" for m, r in held.items())
+            + f"; best of {len(report['epoch_losses'])} epochs: {report['best_epoch']}", flush=True)
         save_monitor(monitor, folder.path, config.lam)
     barrier()
     monitor.load_state_dict(load_file(str(saved[0]), device=str(device)))  # every rank reads rank 0's probes
@@ -260,6 +264,10 @@ def evaluate_and_write(config: cfg.RunConfig, setup: Setup, folder: RunFolder, m
             result["teacher"] = evaluate(config, teacher, run_data.eval, device, modes, monitor, progress,
                                          "eval teacher")
     result["student"] = evaluate(config, student, run_data.eval, device, modes, None, progress, "eval student")
+    probes = [r for r in folder.records() if r.get("type") == "probes"]
+    if probes:  # the monitor's probes as trained (a resumed run reads them from its log)
+        result["probes"] = {k: probes[-1][k] for k in ("best_epoch", "train_clips", "held_out_clips", "train",
+                                                       "held_out") if k in probes[-1]}
     if cache is not None:
         result["teacher_cache"] = {"hits": cache.hits, "misses": cache.misses, "gb": round(cache.used / 2**30, 2)}
     result["manifest"] = [b.manifest.report() for b in run_data.bases]

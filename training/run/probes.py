@@ -1,8 +1,11 @@
 """The entropy monitor's probes, fitted on the frozen teacher's tokens before distillation.
 
 One pass over the training frames gathers what the probes read (mean-pooled tokens, or the
-visual positions for segmentation probes), then the probes train for ``probe_epochs`` over
-the gathered features with a cosine schedule, and are frozen.
+visual positions for segmentation probes); then the probes train to convergence on most of the
+training clips, stopped on the loss of the rest (the paper's two-stage process: probes first,
+trained to convergence, then frozen), and their accuracy and mean entropy are reported, since a
+probe that has barely moved from its initialisation gives near-maximal entropy everywhere and
+its weights would say nothing about a clip.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 import torch
 
 from emktd.models import MODALITIES, AVTransformer
-from emktd.monitor import EntropyMonitor
+from emktd.monitor import EntropyMonitor, entropy
 
 from .config import RunConfig
 from .data import ResumableSampler, loader, to_device
@@ -57,23 +60,69 @@ def gather_features(config: RunConfig, teacher: AVTransformer, monitor: EntropyM
     return {m: torch.cat(v) for m, v in feats.items()}, torch.cat(targets)
 
 
+def holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) indices of ``n`` samples (one frame per clip), ``fraction`` held out; with
+    fewer than two samples to hold out, every sample serves both (a run too small to stop on)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    count = int(round(n * fraction))
+    if count < 2 or n - count < 2:
+        return order, order
+    return order[count:], order[:count]
+
+
+@torch.no_grad()
+def probe_report(monitor: EntropyMonitor, feats: dict[str, torch.Tensor], target: torch.Tensor, device,
+                 batch_size: int = 256) -> dict[str, dict[str, float]]:
+    """Per probe: accuracy (a class of the clip's, or mask pixels) and mean entropy in nats, over the samples."""
+    monitor.eval()
+    hits: dict[str, float] = defaultdict(float)
+    entropy_sum: dict[str, float] = defaultdict(float)
+    for i in range(0, target.shape[0], batch_size):
+        logits = monitor({m: feats[m][i:i + batch_size].to(device) for m in MODALITIES})
+        truth = target[i:i + batch_size].to(device)
+        if monitor.task == "segmentation":
+            truth = (truth.reshape(truth.shape[0], *truth.shape[-2:]) > 0.5).long()
+        for m, out in logits.items():
+            if monitor.task == "classification" and truth.ndim == 2:  # multi-hot: any named class is right
+                right = truth.gather(1, out.argmax(dim=1, keepdim=True)).squeeze(1) > 0
+            else:
+                right = out.argmax(dim=1) == truth
+            right = right.float()
+            hits[m] += float(right.reshape(right.shape[0], -1).mean(dim=1).sum())
+            entropy_sum[m] += float(entropy(out).sum())
+    n = max(1, target.shape[0])
+    return {m: {"accuracy": hits[m] / n, "entropy": entropy_sum[m] / n} for m in hits}
+
+
 def train_probes(config: RunConfig, teacher: AVTransformer, monitor: EntropyMonitor, dataset, device,
-                 progress: bool, cache: TeacherCache | None = None) -> list[float]:
-    """Fit the probes (AdamW, cosine schedule); returns the mean loss of each epoch."""
+                 progress: bool, cache: TeacherCache | None = None) -> dict:
+    """Gather the teacher's features of ``dataset`` and fit the probes on them (:func:`fit_probes`)."""
+    feats, target = gather_features(config, teacher, monitor, dataset, device, progress, cache)
+    return fit_probes(config, monitor, feats, target, device, progress)
+
+
+def fit_probes(config: RunConfig, monitor: EntropyMonitor, feats: dict[str, torch.Tensor], target: torch.Tensor,
+               device, progress: bool = False) -> dict:
+    """Fit the probes to convergence: AdamW with a cosine schedule over at most ``probe_epochs``,
+    stopped when the loss on held-out training clips has not improved for ``probe_patience``
+    epochs, keeping the best epoch's probes.  Returns the epochs' losses and, per probe, its
+    accuracy and mean entropy on the training and the held-out clips."""
+    import copy
+
     from tqdm import tqdm
 
-    feats, target = gather_features(config, teacher, monitor, dataset, device, progress, cache)
+    train_idx, held_idx = holdout(target.shape[0], config.probe_holdout, config.seed)
     optimizer = torch.optim.AdamW(monitor.parameters(), lr=config.probe_lr, weight_decay=1e-4)
-    n, batch_size = target.shape[0], 256
-    steps = config.probe_epochs * math.ceil(n / batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
+    batch_size = 256
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, max(1, config.probe_epochs * math.ceil(len(train_idx) / batch_size)))
     g = torch.Generator().manual_seed(config.seed)
-    losses = []
-    monitor.train()
-    for _ in tqdm(range(config.probe_epochs), desc="probe epochs", disable=not progress):
-        order = torch.randperm(n, generator=g)
+    losses, held_losses, best = [], [], (math.inf, 0, None)
+    for epoch in tqdm(range(config.probe_epochs), desc="probe epochs", disable=not progress):
+        monitor.train()
+        order = train_idx[torch.randperm(len(train_idx), generator=g)]
         epoch_loss = []
-        for i in range(0, n, batch_size):
+        for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             loss = monitor.probe_loss({m: feats[m][idx].to(device) for m in MODALITIES}, target[idx].to(device))
             optimizer.zero_grad()
@@ -82,7 +131,27 @@ def train_probes(config: RunConfig, teacher: AVTransformer, monitor: EntropyMoni
             schedule.step()
             epoch_loss.append(float(loss.detach()))
         losses.append(float(np.mean(epoch_loss)))
+        held_losses.append(_loss(monitor, feats, target, held_idx, device))
+        if held_losses[-1] < best[0] - 1e-5:
+            best = (held_losses[-1], epoch, copy.deepcopy(monitor.state_dict()))
+        elif epoch - best[1] >= config.probe_patience:
+            break
+    if best[2] is not None:  # else the held-out loss was never finite: keep the last epoch's probes
+        monitor.load_state_dict(best[2])
+    monitor.eval().requires_grad_(False)
+    pick = lambda idx: ({m: v[idx] for m, v in feats.items()}, target[idx])  # noqa: E731
+    return {"epoch_losses": losses, "held_out_losses": held_losses, "best_epoch": best[1] + 1,
+            "train_clips": len(train_idx), "held_out_clips": len(held_idx) if held_idx is not train_idx else 0,
+            "train": probe_report(monitor, *pick(train_idx), device),
+            "held_out": probe_report(monitor, *pick(held_idx), device)}
+
+
+@torch.no_grad()
+def _loss(monitor: EntropyMonitor, feats, target, idx, device, batch_size: int = 256) -> float:
     monitor.eval()
-    for p in monitor.parameters():
-        p.requires_grad_(False)
-    return losses
+    total = 0.0
+    for i in range(0, len(idx), batch_size):
+        part = idx[i:i + batch_size]
+        total += float(monitor.probe_loss({m: feats[m][part].to(device) for m in MODALITIES},
+                                          target[part].to(device))) * len(part)
+    return total / max(1, len(idx))
