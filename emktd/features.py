@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 import torchaudio.compliance.kaldi as kaldi
 
+from . import SAMPLE_RATE_HZ
+
 __all__ = [
     "SAMPLE_RATE_HZ",
     "CAVMAE_FBANK_MEAN",
@@ -28,7 +30,6 @@ __all__ = [
     "frames_to_tensor",
 ]
 
-SAMPLE_RATE_HZ = 16000  # CAV-MAE's audio rate: every decoder and reader resamples to it
 CAVMAE_FBANK_MEAN = -5.081
 CAVMAE_FBANK_STD = 4.4849
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .features import SAMPLE_RATE_HZ
+from . import SAMPLE_RATE_HZ
 
 __all__ = ["Clip", "MediaError", "load_clip", "load_audio", "probe", "write_video"]
 
