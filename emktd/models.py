@@ -58,6 +58,7 @@ class AVConfig:
     patch_size: int = 16
     norm_eps: float = 1e-5
     seg_decoder_dim: int = 0  # 0 builds no segmentation decoder (the CAV-MAE layout)
+    seg_skip_channels: int = 0  # > 0: the decoder also reads the frame's pixels at 1/2 and 1/4 resolution
     labels: tuple[str, ...] | None = None
 
     def __post_init__(self):
@@ -198,29 +199,56 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+class PixelSkips(nn.Module):
+    """Shallow features of the frame itself at 1/2 and 1/4 of its resolution: two stride-2 3x3
+    convolutions (with GELU), ``channels`` wide.  They give the mask decoder the object's outline,
+    which the 16x16 token grid cannot carry."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.down2 = nn.Sequential(nn.Conv2d(3, channels, kernel_size=3, stride=2, padding=1), nn.GELU())
+        self.down4 = nn.Sequential(nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1), nn.GELU())
+
+    def forward(self, frames: torch.Tensor) -> dict[int, torch.Tensor]:
+        """frames ``[B, 3, S, S]`` -> ``{S / 2: [B, c, S/2, S/2], S / 4: [B, c, S/4, S/4]}`` keyed by side."""
+        half = self.down2(frames)
+        quarter = self.down4(half)
+        return {half.shape[-1]: half, quarter.shape[-1]: quarter}
+
+
 class MaskDecoder(nn.Module):
     """Token grid ``[B, C, h, w]`` -> mask logits ``[B, 1, h * patch, w * patch]``.
 
-    A 1x1 projection, then one (x2 bilinear upsample, 3x3 conv, GELU) stage per
-    factor of two in the patch size, channels halving down to 8, then a 1x1 conv.
+    A 1x1 projection, then one (x2 bilinear upsample, 3x3 conv, GELU) stage per factor of two in
+    the patch size, channels halving down to 8, then a 1x1 conv.  With ``skip_channels``, the
+    stages that reach 1/4 and 1/2 of the frame's resolution also read the frame's own shallow
+    features there (:class:`PixelSkips`), concatenated before their convolution.
     """
 
-    def __init__(self, embed_dim: int, dim: int, patch_size: int):
+    def __init__(self, embed_dim: int, dim: int, patch_size: int, skip_channels: int = 0):
         super().__init__()
         assert patch_size & (patch_size - 1) == 0, "the mask decoder upsamples by powers of two"
         self.proj = nn.Conv2d(embed_dim, dim, kernel_size=1)
         stages, channels = [], dim
-        for _ in range(int(math.log2(patch_size))):
+        steps = int(math.log2(patch_size))
+        for k in range(steps):
             out = max(8, channels // 2)
-            stages.append(nn.Sequential(nn.Conv2d(channels, out, kernel_size=3, padding=1), nn.GELU()))
+            # the stage's output is at 1 / 2^(steps - k - 1) of the frame: 1/4 and 1/2 get the skips
+            extra = skip_channels if skip_channels and steps - k - 1 in (1, 2) else 0
+            stages.append(nn.Sequential(nn.Conv2d(channels + extra, out, kernel_size=3, padding=1), nn.GELU()))
             channels = out
         self.stages = nn.ModuleList(stages)
         self.head = nn.Conv2d(channels, 1, kernel_size=1)
+        self.skips = PixelSkips(skip_channels) if skip_channels else None
 
-    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+    def forward(self, grid: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        skips = self.skips(frames) if self.skips is not None else {}
         x = self.proj(grid)
         for stage in self.stages:
-            x = stage(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            if x.shape[-1] in skips:
+                x = torch.cat([x, skips[x.shape[-1]]], dim=1)
+            x = stage(x)
         return self.head(x)
 
 
@@ -264,7 +292,8 @@ class AVTransformer(nn.Module):
         self.blocks_a, self.blocks_v, self.blocks_u = blocks(c.depth_audio), blocks(c.depth_visual), blocks(c.depth_fused)
         self.norm_a, self.norm_v, self.norm = (nn.LayerNorm(dim, eps=c.norm_eps) for _ in range(3))
         self.mlp_head = nn.Sequential(nn.LayerNorm(dim, eps=c.norm_eps), nn.Linear(dim, c.num_classes))
-        self.mask_decoder = MaskDecoder(dim, c.seg_decoder_dim, c.patch_size) if c.seg_decoder_dim else None
+        self.mask_decoder = MaskDecoder(dim, c.seg_decoder_dim, c.patch_size, c.seg_skip_channels) \
+            if c.seg_decoder_dim else None
         self._init_weights()
 
     def _init_weights(self):
@@ -347,7 +376,7 @@ class AVTransformer(nn.Module):
         if self.mask_decoder is not None and v is not None:
             gh, gw = self.visual_grid
             visual = x[:, x.shape[1] - gh * gw:]
-            masks = self.mask_decoder(visual.transpose(1, 2).reshape(x.shape[0], -1, gh, gw))
+            masks = self.mask_decoder(visual.transpose(1, 2).reshape(x.shape[0], -1, gh, gw), frames)
         return AVOutput(logits, a, v, x, masks)
 
 

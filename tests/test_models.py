@@ -185,3 +185,35 @@ def test_presets_are_valid_configs():
     for name, config in PRESETS.items():
         assert AVConfig.from_dict(config.to_dict()) == config, name
     assert isinstance(create_model("bench-teacher"), AVTransformer)
+
+
+def test_pixel_skips_feed_the_mask_decoder(tmp_path):
+    """seg_skip_channels adds shallow features of the frame at 1/2 and 1/4 resolution to the mask
+    decoder: the masks then depend on pixel detail inside one token, and folders saved before the
+    option existed still load (without skips)."""
+    import json
+
+    from emktd.hub import load_pretrained, save_pretrained
+
+    torch.manual_seed(0)
+    plain, skipped = create_model("bench-student"), create_model("bench-student", seg_skip_channels=8)
+    assert skipped.num_parameters() - plain.num_parameters() == sum(
+        p.numel() for p in skipped.mask_decoder.skips.parameters()) + 2 * 8 * 8 * 9  # two 3x3 convs, 8 inputs wider
+    c = skipped.config
+    audio, frames = torch.randn(1, c.audio_frames, c.num_mel_bins), torch.randn(1, 3, c.image_size, c.image_size)
+    nudged = frames.clone()
+    nudged[..., 3, 3] += 5.0  # one pixel: the same tokens nearly, another outline
+    with torch.no_grad():
+        change = {name: model(audio, nudged).mask_logits - model(audio, frames).mask_logits
+                  for name, model in (("plain", plain), ("skipped", skipped))}
+    assert change["skipped"].shape == (1, 1, c.image_size, c.image_size)
+    near, far = (change["skipped"][..., :8, :8].abs().max(), change["skipped"][..., 64:, 64:].abs().max())
+    assert near > 100 * far  # the change stays where the pixel is ...
+    assert near > 10 * change["plain"][..., :8, :8].abs().max()  # ... and is larger than through the tokens
+    skipped(audio, frames).mask_logits.mean().backward()
+    assert skipped.mask_decoder.skips.down2[0].weight.grad.abs().sum() > 0
+    folder = save_pretrained(plain, tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    del config["seg_skip_channels"]  # a folder from before the option
+    (folder / "config.json").write_text(json.dumps(config))
+    assert load_pretrained(folder).config.seg_skip_channels == 0

@@ -84,8 +84,7 @@ def build_student(config: cfg.RunConfig, labels: list[str], reference: AVTransfo
         overrides.update(audio_frames=reference.config.audio_frames, num_mel_bins=reference.config.num_mel_bins)
     if config.student_image_size is not None:
         overrides["image_size"] = config.student_image_size
-    if config.seg_decoder_dim is not None:
-        overrides["seg_decoder_dim"] = config.seg_decoder_dim
+    overrides.update(config.decoder_overrides())
     try:
         return create_model(config.student, **overrides)
     except ValueError as exc:
@@ -123,7 +122,8 @@ def build_models_and_data(config: cfg.RunConfig, device) -> Setup:
         student = build_student(config, run_data.labels, teacher)
         grids = check_compatible(teacher, student, config)
     else:
-        student = create_model(config.teacher_preset, num_classes=len(run_data.labels), labels=tuple(run_data.labels))
+        student = create_model(config.teacher_preset, num_classes=len(run_data.labels), labels=tuple(run_data.labels),
+                               **config.decoder_overrides())
         grids = None
     if config.objective != "classification" and student.config.seg_decoder_dim == 0:
         raise SystemExit("the objective needs masks but the model has no mask decoder (set --seg-decoder-dim)")

@@ -33,8 +33,7 @@ def load_teacher(config: RunConfig, device) -> AVTransformer:
         if path.suffix in (".pth", ".pt") or (path.is_file() and path.suffix == ".safetensors"):
             if not path.is_file():
                 raise SystemExit(f"{path}: no such CAV-MAE checkpoint")
-            overrides = {} if config.seg_decoder_dim is None else {"seg_decoder_dim": config.seg_decoder_dim}
-            teacher = load_cavmae_checkpoint(path, **overrides)
+            teacher = load_cavmae_checkpoint(path, **config.decoder_overrides())
         else:
             teacher = load_pretrained(path if path.exists() else config.teacher)
     except (ModelLoadError, ValueError) as exc:
