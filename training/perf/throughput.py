@@ -22,7 +22,7 @@ from emktd.models import create_model
 from emktd.monitor import EntropyMonitor
 from training.run.config import RunConfig
 from training.run.loop import student_frames
-from training.run.losses import Grids, Trainee, as_dict, distill_terms, task_losses, total_loss
+from training.run.objective import Grids, Trainee, as_dict, distill_terms, task_losses, total_loss
 from training.run.methods import METHODS, names, parse
 from training.run.teacher import teacher_outputs
 

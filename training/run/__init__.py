@@ -4,7 +4,7 @@
 - :mod:`.methods` and :mod:`.datasets`: the registries of distillation methods and of datasets;
 - :mod:`.data`: the run's parts, the per-visit frame draw and the resumable order;
 - :mod:`.teacher`: loading the frozen teacher, its outputs and their cache;
-- :mod:`.losses`: the task losses, the method's term and KD, the trained module;
+- :mod:`.objective`: what a step minimises (task losses, the method's term, KD) and the trained module;
 - :mod:`.augment`, :mod:`.loop`: augmentation and one epoch of training;
 - :mod:`.probes`: the entropy monitor's probes; :mod:`.evaluate`, :mod:`.metrics`: evaluation;
 - :mod:`.folder`: the run folder; :mod:`.distributed`: processes under torchrun;

@@ -24,7 +24,7 @@ from .augment import augment
 from .config import RunConfig
 from .data import to_device
 from .distributed import reduce_mean, unwrap, world
-from .losses import Grids, distill_terms, task_losses, total_loss
+from .objective import Grids, distill_terms, task_losses, total_loss
 from .teacher import TeacherCache, teacher_outputs
 
 

@@ -39,7 +39,7 @@ from .distributed import barrier, world
 from .evaluate import evaluate
 from .folder import RunFolder
 from .loop import Fit, State, train_one_epoch
-from .losses import Grids, Trainee
+from .objective import Grids, Trainee
 from .methods import parse
 from .probes import train_probes
 from .teacher import TeacherCache, cache_folder, fill_cache, load_teacher, state_digest
