@@ -63,7 +63,7 @@ class InputError(ValueError):
 @dataclass
 class Column:
     name: str
-    backend: str
+    runtime: str  # the runtime, as runtime_label names it
     parameters: int
     top5: list[tuple[str, float]]
     video: Path | None
@@ -123,7 +123,8 @@ class Demo:
         from emktd.overlay import overlay
 
         for predictor in (self.teacher, self.student):
-            predictor.time_model(NUM_FRAMES, repeats=1)
+            if not predictor.timings:  # a runtime chosen at start-up has run already
+                predictor.time_model(NUM_FRAMES, repeats=1)
         frames = overlay(np.zeros((2, 16, 16, 3), np.uint8), np.ones((2, 4, 4), np.float32))
         with tempfile.TemporaryDirectory() as tmp:
             write_video(Path(tmp) / "warm.mp4", frames, 2.0, np.zeros(1600, np.float32), 16000,
@@ -169,7 +170,7 @@ class Demo:
         for name, predictor in (("teacher", self.teacher), ("student", self.student)):
             prediction, video = predict_with_overlay(predictor, clip, self.window, request / f"{name}.mp4")
             seconds = {"decode": decode_s, **prediction.seconds}
-            columns.append((Column(name, predictor.backend, predictor.parameters, prediction.top(5), video, seconds,
+            columns.append((Column(name, runtime_label(predictor), predictor.parameters, prediction.top(5), video, seconds,
                                    prediction.masks), prediction))
         (teacher, t_pred), (student, s_pred) = columns
         report = Report(teacher, student, notes, teacher.top5[0][0] == student.top5[0][0], analysed_s=clip.duration_s)
@@ -238,8 +239,7 @@ class Demo:
         agreement += f"\n\nThe student has {s.parameters / t.parameters:.1%} of the teacher's parameters."
         return outputs(status=status, agreement=agreement, monitor=report.monitor,
                        **{f"{c.name}_{part}": value for c in (t, s) for part, value in
-                          (("label", dict(c.top5)), ("video", _path(c.video)),
-                           ("info", _info(c, self.student.timings if c is s else None)))})
+                          (("label", dict(c.top5)), ("video", _path(c.video)), ("info", _info(c)))})
 
 
 def _duration(seconds: float) -> str:
@@ -255,15 +255,20 @@ def _path(path: Path | None) -> str | None:
 RUNTIMES = {"torch": "torch", "onnx": "onnxruntime"}
 
 
-def _info(column: Column, timings: dict[str, float] | None = None) -> str:
+def runtime_label(predictor) -> str:
+    """The predictor's runtime and, where it was chosen at start-up, both runtimes' timings."""
+    label = RUNTIMES[predictor.backend]
+    if len(predictor.timings) > 1:
+        label += " (the faster here: " + ", ".join(
+            f"{RUNTIMES[b]} {1000 * s:.1f} ms" for b, s in sorted(predictor.timings.items(), key=lambda item: item[1])
+        ) + " a forward pass, measured at start-up)"
+    return label
+
+
+def _info(column: Column) -> str:
     rows = "\n".join(f"| {stage} | {1000 * s:.0f} |" for stage, s in column.seconds.items())
     total = sum(column.seconds.values())
-    runtime = RUNTIMES[column.backend]
-    if timings and len(timings) > 1:
-        runtime += " (the faster here: " + ", ".join(f"{RUNTIMES[b]} {1000 * s:.1f} ms" for b, s in
-                                                   sorted(timings.items(), key=lambda item: item[1])) + \
-                   " a forward pass, measured at start-up)"
-    return (f"**{column.name}** · {runtime} · {column.parameters:,} parameters\n\n"
+    return (f"**{column.name}** · {column.runtime} · {column.parameters:,} parameters\n\n"
             f"| stage | ms |\n|---|---:|\n{rows}\n| **total** | **{1000 * total:.0f}** |")
 
 
@@ -407,12 +412,8 @@ def main(argv=None) -> None:
     try:
         demo = Demo(args.teacher, args.student, args.backend, args.device, args.max_upload_mb,
                     out_dir=workdir / "requests")
-        runtime = RUNTIMES[demo.student.backend]
-        if demo.student.timings:
-            runtime += "; at start-up " + ", ".join(f"{RUNTIMES[b]} {1000 * t:.1f} ms"
-                                                    for b, t in demo.student.timings.items())
         print(f"teacher: {demo.teacher.parameters:,} parameters (torch); student: {demo.student.parameters:,} "
-              f"parameters ({runtime})", flush=True)
+              f"parameters ({runtime_label(demo.student)})", flush=True)
         if demo.monitor_problem:
             print(f"the entropy view is off: {demo.monitor_problem}", flush=True)
         ui = build_ui(demo, args.concurrency)

@@ -81,6 +81,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def median_seconds(fn, repeats: int, device: torch.device) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls after one warm-up, waiting for the GPU."""
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
 def _run_case(case: str, batch: int, device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
     torch.manual_seed(0)
     student = create_model("cavmae-tiny").to(device).train()
@@ -113,17 +126,9 @@ def _run_case(case: str, batch: int, device: torch.device, dtype: torch.dtype, r
             loss.backward()
 
     _sync(device)
-    times = []
     with PeakMemory(device) as peak:
-        step()  # warm-up
-        _sync(device)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            step()
-            _sync(device)
-            times.append(time.perf_counter() - start)
-    times.sort()
-    return {"case": case, "ms": 1000 * times[len(times) // 2], "peak_mb": peak.mb}
+        seconds = median_seconds(step, repeats, device)
+    return {"case": case, "ms": 1000 * seconds, "peak_mb": peak.mb}
 
 
 def hardware(device: torch.device) -> str:
@@ -286,16 +291,8 @@ def bench_infer(args) -> None:
 
 def _forward_s(model, audio, frames, repeats: int, device, dtype) -> float:
     """Median seconds of one forward pass (after one warm-up)."""
-    times = []
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        for i in range(repeats + 1):
-            _sync(device)
-            start = time.perf_counter()
-            model(audio, frames)
-            _sync(device)
-            if i:
-                times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        return median_seconds(lambda: model(audio, frames), repeats, device)
 
 
 def bench_latency(args) -> None:

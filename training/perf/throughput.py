@@ -13,11 +13,10 @@ student's tokens, as a leaf) against the whole step.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from emktd.bench import hardware
+from emktd.bench import hardware, median_seconds
 from emktd.models import create_model
 from emktd.monitor import EntropyMonitor
 from training.run.config import RunConfig
@@ -25,20 +24,6 @@ from training.run.loop import student_frames
 from training.run.objective import Grids, Trainee, as_dict, distill_terms, task_losses, total_loss
 from training.run.methods import METHODS, names, parse
 from training.run.teacher import teacher_outputs
-
-
-def _time(fn, repeats: int, device) -> float:
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def _teacher_training_s(paper: bool, objective: str, batch: dict, autocast, repeats: int, device) -> float:
@@ -55,7 +40,7 @@ def _teacher_training_s(paper: bool, objective: str, batch: dict, autocast, repe
         loss.backward()
         optimizer.step()
 
-    return _time(step, repeats, device)
+    return median_seconds(step, repeats, device)
 
 
 def _time_method(method: str, args, objective: str, teacher, batch: dict, autocast, grids: Grids, monitor,
@@ -82,7 +67,7 @@ def _time_method(method: str, args, objective: str, teacher, batch: dict, autoca
         loss.backward()
         opt.step()
 
-    step_s = _time(step, args.repeats, device)
+    step_s = median_seconds(step, args.repeats, device)
     with torch.no_grad(), autocast:
         t = teacher_outputs(teacher, use_monitor, batch["audio"], batch["frames"], config.lam)
         s_ref = trainee(batch["audio"], student_frames(batch["frames"], size))
@@ -94,7 +79,7 @@ def _time_method(method: str, args, objective: str, teacher, batch: dict, autoca
         if terms:
             sum(terms.values()).backward()
 
-    return step_s, (_time(loss_only, args.repeats, device) if entry.name != "none" else None)
+    return step_s, (median_seconds(loss_only, args.repeats, device) if entry.name != "none" else None)
 
 
 def main(argv=None) -> None:

@@ -178,6 +178,7 @@ def _types() -> dict[str, tuple[type, bool]]:
 
 
 TYPES = _types()
+META = {f.name: f.metadata for f in fields(RunConfig)}  # help, minimum and choices of each field
 _TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
 
 
@@ -185,7 +186,7 @@ def check_value(name: str, value, source: str = ""):
     """``value`` for field ``name``, converted where lossless (an int for a float); raises ConfigError."""
     where = f"{source}: " if source else ""
     kind, optional = TYPES[name]
-    meta = next(f.metadata for f in fields(RunConfig) if f.name == name)
+    meta = META[name]
     if value is None:
         if optional:
             return None
@@ -206,7 +207,7 @@ def check_value(name: str, value, source: str = ""):
 
 
 def _choices(name: str) -> tuple | None:
-    choices = next(f.metadata for f in fields(RunConfig) if f.name == name)["choices"]
+    choices = META[name]["choices"]
     return choices() if callable(choices) else choices
 
 
@@ -283,8 +284,7 @@ def read_file(path: Path) -> dict:
         raise SystemExit(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(values, dict):
         raise SystemExit(f"{path}: expected a JSON object of config values, got a {type(values).__name__}")
-    known = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(values) - set(META))
     if unknown:
         raise SystemExit(f"{path}: unknown config key(s) {unknown}; see --help")
     try:
