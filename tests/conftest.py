@@ -117,7 +117,131 @@ def fake_debian_root(root: Path, monkeypatch) -> Path:
         copyright_text += f"Files: etc/samples/{name}\nCopyright: x\nLicense: {licence}\n\n"
     (root / sources.SAMPLES_COPYRIGHT).parent.mkdir(parents=True)
     (root / sources.SAMPLES_COPYRIGHT).write_text(copyright_text)
+    fake_catalog(root, monkeypatch)
     return root
+
+
+# ---------------------------------------------------------------- the further instances' packages, small
+
+SVG_DISC = ('<svg xmlns="http://www.w3.org/2000/svg" width="64" height="48">'
+            '<ellipse cx="32" cy="24" rx="30" ry="20" fill="#{:02x}{:02x}{:02x}"/></svg>')
+
+
+def write_rcc(path: Path, files: dict[str, bytes], compressed: tuple[str, ...] = ()) -> None:
+    """A Qt resource bundle (format version 3) holding ``files`` ({"folder/name": bytes})."""
+    import struct
+    import zlib
+
+    tree: dict = {}
+    for name, data in files.items():
+        node = tree
+        *folders, leaf = name.split("/")
+        for folder in folders:
+            node = node.setdefault(folder, {})
+        node[leaf] = data
+    names, data_blob, nodes = b"", b"", []
+    name_offsets: dict[str, int] = {}
+
+    def name_offset(name: str) -> int:
+        nonlocal names
+        if name not in name_offsets:
+            name_offsets[name] = len(names)
+            names += struct.pack(">HI", len(name), 0) + name.encode("utf-16-be")
+        return name_offsets[name]
+
+    queue = [("", tree, "")]  # breadth first: a folder's children take consecutive node indices
+    nodes.append(None)
+    position = 0
+    while position < len(queue):
+        name, content, full = queue[position]
+        if isinstance(content, dict):
+            children = sorted(content.items())
+            nodes[position] = struct.pack(">IHII", name_offset(name) if position else 0, 2, len(children),
+                                          len(queue)) + b"\0" * 8
+            for child, sub in children:
+                queue.append((child, sub, f"{full}/{child}" if full else child))
+                nodes.append(None)
+        else:
+            raw = content
+            flags = 0
+            if full in compressed:
+                raw, flags = struct.pack(">I", len(content)) + zlib.compress(content), 1
+            nodes[position] = struct.pack(">IHHHI", name_offset(name), flags, 0, 0, len(data_blob)) + b"\0" * 8
+            data_blob += struct.pack(">I", len(raw)) + raw
+        position += 1
+    tree_blob = b"".join(nodes)
+    header_size = 24
+    tree_offset = header_size
+    data_offset = tree_offset + len(tree_blob)
+    names_offset = data_offset + len(data_blob)
+    header = b"qres" + struct.pack(">IIIII", 3, tree_offset, data_offset, names_offset, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + tree_blob + data_blob + names)
+
+
+def write_sf2(path: Path, notes: dict[str, tuple[float, int]], rate: int = 22050) -> None:
+    """A SoundFont with one short looped sample per entry: {name: (frequency, MIDI key)}."""
+    import struct
+
+    pcm, headers = b"", b""
+    for name, (freq, key) in notes.items():
+        start = len(pcm) // 2
+        wave = (tone(freq, 0.3, rate) * 32767).astype("<i2")
+        pcm += wave.tobytes() + b"\0" * 92  # 46 points of silence after each sample, as the format asks
+        end = start + wave.size
+        headers += struct.pack("<20sIIIIIBbHH", name.encode(), start, end, start + 100, end - 100, rate, key, 0, 0, 1)
+    headers += struct.pack("<20sIIIIIBbHH", b"EOS", 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return kind + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
+
+    body = b"sfbk" + chunk(b"LIST", b"sdta" + chunk(b"smpl", pcm)) + chunk(b"LIST", b"pdta" + chunk(b"shdr", headers))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def fake_catalog(root: Path, monkeypatch) -> None:
+    """Files for every kind of catalogue address but the emoji font, and a catalogue over them:
+    dog gets three further instances (so one each for train, val and test), violin one, and
+    'drum', a class Tux Paint lacks, two."""
+    import io
+
+    from training.embedded import catalog, sources
+    from training.embedded.catalog import Instance
+
+    def ogg_bytes(freq):
+        path = root / "tmp" / f"{freq}.ogg"
+        write_sound(path, freq)
+        return path.read_bytes()
+
+    write_rcc(root / catalog.GCOMPRIS_RCC / "farm.rcc",
+              {"res/farm/bark.ogg": ogg_bytes(330), "res/farm/dog.svg": SVG_DISC.format(200, 120, 40).encode()},
+              compressed=("res/farm/dog.svg",))
+    write_rcc(root / catalog.GCOMPRIS_RCC / "band.rcc", {"band/drum.ogg": ogg_bytes(1700)})
+    write_sound(root / catalog.LMMS_SAMPLES / "animals/woof.ogg", 360)
+    write_sound(root / catalog.LMMS_SAMPLES / "drums/snare.ogg", 1900)
+    write_sf2(root / "usr/share/sounds/sf2/Fake.sf2",
+              {"Violin C5": (1000, 72), "Violin G5": (1500, 79), "Bark": (420, 60)})
+    write_stamp(root / catalog.OPENCLIPART / "music/violin.png", (10, 10, 200))
+    write_stamp(root / catalog.OPENCLIPART / "music/drum.png", (10, 200, 10))
+    write_stamp(root / catalog.OPENCLIPART / "animals/dog2.png", (90, 60, 10))
+    write_stamp(root / sources.STAMPS_DIR / "hobbies/drum.png", (200, 10, 200))
+    art = np.full((80, 100, 3), 255, np.uint8)
+    yy, xx = np.mgrid[:80, :100]
+    art[((yy - 40) / 30) ** 2 + ((xx - 50) / 40) ** 2 <= 1] = (180, 90, 30)
+    (root / catalog.ART4APPS / "animals").mkdir(parents=True)
+    buffer = io.BytesIO()
+    Image.fromarray(art).save(buffer, format="JPEG", quality=95)
+    (root / catalog.ART4APPS / "animals/dog.jpg").write_bytes(buffer.getvalue())
+    monkeypatch.setattr(catalog, "SOUNDFONTS", {"FakeGM": "usr/share/sounds/sf2/Fake.sf2"})
+    monkeypatch.setattr(catalog, "INSTANCES", {
+        "dog": (Instance("gcompris:farm/bark.ogg", "gcompris:farm/dog.svg"),
+                Instance("lmms:animals/woof.ogg", "art4apps:animals/dog.jpg"),
+                Instance("sf2:FakeGM:^Bark", "openclipart:animals/dog2.png")),
+        "violin": (Instance("sf2:FakeGM:^Violin", "openclipart:music/violin.png"),),
+        "drum": (Instance("lmms:drums/snare.ogg", "openclipart:music/drum.png"),
+                 Instance("gcompris:band/drum.ogg", "tuxpaint:hobbies/drum")),
+    })
 
 
 @pytest.fixture(scope="session")

@@ -30,8 +30,15 @@ def fake_root(tmp_path, monkeypatch):
 
 def test_collect_applies_the_class_list(fake_root):
     pack = sources.collect(fake_root, progress=False)
-    assert pack.classes == ["dog", "cow", "violin", "kettle"]
-    assert sorted(s["name"] for s in pack.stamps) == sorted(p for ps in CLASSES.values() for p in ps)
+    assert pack.classes == ["dog", "cow", "violin", "kettle", "drum"]  # drum: a class from the catalogue alone
+    tux = [s for s in pack.stamps if "#" not in s["name"]]
+    assert sorted(s["name"] for s in tux) == sorted(p for ps in CLASSES.values() for p in ps)
+    assert {s["split"] for s in tux} == {"train"}
+    further = {s["name"]: s["split"] for s in pack.stamps if "#" in s["name"]}
+    assert further == {"dog#1": "train", "dog#2": "val", "dog#3": "test", "violin#1": "test",
+                       "drum#0": "train", "drum#1": "test"}
+    # the silent Tux Paint drum picture is an instance's picture, never a distractor
+    assert "hobbies/drum" not in {d["name"] for d in pack.distractors}
     assert {pack.classes[s["class"]] for s in pack.stamps if s["name"].startswith("animals/cows")} == {"cow"}
     assert [d["split"] for d in pack.distractors].count("test") == 1
     assert [b["split"] for b in pack.backgrounds] == ["train", "train", "train", "test"]
@@ -114,6 +121,39 @@ def test_test_split_uses_only_held_out_material(fake_pack):
         assert train_clip.info["background"] not in held_backgrounds - {"scene"}
 
 
+def test_new_instance_clips_use_held_out_instances_only(fake_pack):
+    pack = sources.load_pack(fake_pack)
+    split_of = {s["name"]: s["split"] for s in pack.stamps}
+    held_out = {name for name, split in split_of.items() if split != "train"}
+    for i in range(12):
+        for split in ("train", "val", "test"):
+            seen = synthesize(pack, split, i, seed=0)
+            assert seen.info["part"] == "seen" and not set(seen.info["stamps"]) & held_out
+        new = synthesize(pack, "test", i, seed=0, part="new")
+        assert new.info["part"] == "new" and {split_of[n] for n in new.info["stamps"]} == {"test"}
+        assert set(new.info["sounding"]) <= {"dog", "violin", "drum"}
+    with pytest.raises(ValueError, match="no new-instance object"):
+        synthesize(pack, "test", 0, seed=0, part="new", mode="clean", classes=[1, 0, 2])  # cow has none
+
+
+def test_further_instance_pictures_and_sounds(fake_pack):
+    pack = sources.load_pack(fake_pack)
+    by_name = {s["name"]: s for s in pack.stamps}
+    art = by_name["dog#2"]["image"]  # the art4apps drawing: alpha from its white background
+    assert art[..., 3].min() == 0 and art[..., 3].max() == 255
+    inside = art[art.shape[0] // 2, art.shape[1] // 2]
+    assert inside[3] == 255 and abs(int(inside[0]) - 180) < 20
+    corners = art[[0, 0, -1, -1], [0, -1, 0, -1], 3]
+    assert (corners == 0).all()
+    svg = by_name["dog#1"]["image"]  # the GCompris drawing, rendered from the bundle
+    assert svg[svg.shape[0] // 2, svg.shape[1] // 2, :3].tolist() == [200, 120, 40]
+    violin = by_name["violin#1"]["sound"]  # two SoundFont notes, 1000 and 1500 Hz, one after the other
+    half = violin.size // 2
+    for part, freq in ((violin[:half], 1000), (violin[half:], 1500)):
+        spectrum = np.abs(np.fft.rfft(part))
+        assert abs(spectrum.argmax() * 16000 / part.size - freq) < 20
+
+
 def tree_hashes(root: Path) -> dict[str, str]:
     """Every file's bytes, but for the mp4 clips (see same_clips)."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -146,7 +186,10 @@ def small_build(root, pack, seed=0, workers=1):
 
 def test_build_is_deterministic_and_readable(fake_pack, tmp_path):
     summary = small_build(tmp_path / "a", fake_pack, workers=2)
-    assert dict(summary["clips"]) == {"train": 12, "val": 4, "test": 6}
+    # test: 6 seen-instance clips and 4 of the new instances (dog, violin, drum have test instances);
+    # val has held-out instances of one class only, too few for clips of its own
+    assert dict(summary["clips"]) == {"train": 12, "val": 4, "test": 10}
+    assert dict(summary["new_instance_clips"]) == {"test": 4}
     small_build(tmp_path / "b", fake_pack, workers=1)
     small_build(tmp_path / "c", fake_pack, seed=1)
     a, b, c = (tree_hashes(tmp_path / x) for x in "abc")
@@ -197,7 +240,8 @@ def test_interrupted_build_resumes(fake_pack, tmp_path, monkeypatch):
 def test_stats_and_contact_sheet(fake_pack, tmp_path):
     small_build(tmp_path / "s", fake_pack)
     text = benchmark.stats(tmp_path / "s")
-    assert "| clips | 12 | 4 | 6 |" in text and "4 sounding classes" in text
+    assert "| clips | 12 | 4 | 10 |" in text and "| new-instance clips | 0 | 0 | 4 |" in text
+    assert "5 sounding classes" in text
     sheet = benchmark.contact_sheet(tmp_path / "s", tmp_path / "sheet.png", count=3)
     with Image.open(sheet) as image:
         assert image.size == (5 * 224, 3 * (224 + 22))

@@ -32,6 +32,27 @@ def test_records_and_table(tmp_path):
     assert "| only the audio | 0.900 | 0.100 | 0.500 |" in results.monitor_table(out)
 
 
+def test_groups_of_clips_are_columns_and_mode_rows(tmp_path):
+    out = tmp_path / "results"
+    folder = fake_run(tmp_path / "g", 0, 0.60, 0.40)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    seen = {"top1": 0.9, "mAP": 0.8, "top1_by_mode": {"clean": 1.0, "visual": 0.5},
+            "segmentation_by_part": {"S4": {"mIoU": 0.6}}}
+    new = {"top1": 0.3, "mAP": 0.2, "top1_by_mode": {"clean": 0.25, "visual": 0.125},
+           "segmentation_by_part": {"S4": {"mIoU": 0.1}}}
+    metrics["student"].update(by_group={"seen": seen, "new": new}, top1_by_mode={"clean": 0.7})
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    results.record(folder, "grouped", out)
+    results.record(fake_run(tmp_path / "old", 0, 0.55, 0.35, method="kd"), "before-groups", out)
+    header, _, *rows = results.table(out).splitlines()
+    cells = dict(zip(header.split(" | "), next(r for r in rows if "emktd" in r).split(" | ")))
+    assert (cells["top-1"], cells["S4 mIoU"], cells["new top-1"], cells["new S4 mIoU"]) == ("90.0", "60.0", "30.0", "10.0")
+    old = dict(zip(header.split(" | "), next(r for r in rows if "| kd," in r).split(" | ")))
+    assert (old["top-1"], old["new top-1"]) == ("55.0", "-")  # a record without groups: seen clips only
+    modes = results.modes_table(out)
+    assert "| seen | 100.0 | - | 50.0 | - |" in modes and "| new | 25.0 | - | 12.5 | - |" in modes
+
+
 def test_record_needs_a_finished_run(tmp_path):
     with pytest.raises(SystemExit, match="metrics.json"):
         (tmp_path / "r").mkdir()

@@ -55,7 +55,13 @@ def test_distill_end_to_end(small_bench, teacher_dir, tmp_path):
                  "checkpoints/last.pt", "student/model.safetensors"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["student"]["clips"] == 6 and {"top1", "mAP", "mIoU", "legacy_fscore", "fscore"} <= set(metrics["student"])
+    # the test split: 6 seen-instance clips and 4 of new instances, reported together and apart
+    assert metrics["student"]["clips"] == 10 and {"top1", "mAP", "mIoU", "legacy_fscore", "fscore"} <= set(metrics["student"])
+    groups = metrics["student"]["by_group"]
+    assert {name: g["clips"] for name, g in groups.items()} == {"seen": 6, "new": 4}
+    assert all({"top1", "top1_by_mode", "segmentation_by_part"} <= set(g) for g in groups.values())
+    assert groups["seen"]["segmentation_by_part"]["S4"]["frames"] + groups["new"]["segmentation_by_part"].get(
+        "S4", {"frames": 0})["frames"] == metrics["student"]["segmentation_by_part"]["S4"]["frames"]
     assert set(metrics["teacher"]["em_weights_by_mode"]) <= {"clean", "audio", "visual", "multi"}
     for part in ("train", "held_out"):  # the monitor's probes, as trained, with their accuracy and entropy
         assert set(metrics["probes"][part]) == {"audio", "visual", "fused"}

@@ -36,7 +36,7 @@ from training.readers.common import FormatError, category_dir, read_mask, read_r
 
 from . import sources, writers
 from .clips import read_clips
-from .synth import SynthConfig, clip_rng, synthesize
+from .synth import SynthConfig, clip_rng, instances_by_class, synthesize
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO / "data" / "emktd-bench"
@@ -49,9 +49,14 @@ class Size:
     train: int
     val: int
     test: int
+    val_new: int = 0  # clips of val's held-out instances (model selection)
+    test_new: int = 0  # clips of test's new instances
+
+    def count(self, split: str, part: str) -> int:
+        return getattr(self, split if part == "seen" else f"{split}_new", 0)
 
 
-SIZES = {"default": Size(2400, 400, 600), "small": Size(12, 4, 6)}
+SIZES = {"default": Size(2400, 400, 600, 150, 400), "small": Size(12, 4, 6, 2, 4)}
 SMALL_CLASSES = 8  # --small draws from the first few classes only, so each appears several times
 
 
@@ -100,25 +105,32 @@ def _init_worker(pack_path: str, root: str, seed: int, config: SynthConfig, form
                    formats=formats_, num_classes=num_classes)
 
 
-def _classes_for(seed: int, split: str, index: int, num_classes: int) -> list[int]:
+def eligible_classes(pack: sources.Pack, split: str, part: str, num_classes: int) -> list[int]:
+    """The classes that the clips of ``split``'s ``part`` can show: those with instances there."""
+    return [c for c in sorted(instances_by_class(pack, split, part)) if c < num_classes]
+
+
+def _classes_for(seed: int, split: str, index: int, eligible: list[int], stream: int = 1) -> list[int]:
     """Balanced: the sounding class cycles through a seeded permutation; the others are random."""
-    order = clip_rng(seed, split, 0, stream=1).permutation(num_classes)
-    first = int(order[index % num_classes])
-    rng = clip_rng(seed, split, index, stream=2)
-    others = rng.choice([c for c in range(num_classes) if c != first], size=2, replace=False)
+    order = clip_rng(seed, split, 0, stream=stream).permutation(eligible)
+    first = int(order[index % len(eligible)])
+    rng = clip_rng(seed, split, index, stream=stream + 1)
+    others = rng.choice([c for c in eligible if c != first], size=2, replace=False)
     return [first, *map(int, others)]
 
 
-def _build_one(task: tuple[str, int]) -> dict:
-    split, index = task
+def _build_one(task: tuple[str, str, int, int]) -> dict:
+    split, part, index, first_new = task
     w = _WORKER
     root, pack, config = w["root"], w["pack"], w["config"]
     ytid = vggsound_ytid(split, index)
     done = root / "done" / f"{ytid}.json"
     if done.is_file():
         return json.loads(done.read_text())
-    clip = synthesize(pack, split, index, w["seed"], config,
-                      classes=_classes_for(w["seed"], split, index, w["num_classes"]))
+    eligible = eligible_classes(pack, split, part, w["num_classes"])
+    position = index if part == "seen" else index - first_new
+    clip = synthesize(pack, split, index, w["seed"], config, part=part,
+                      classes=_classes_for(w["seed"], split, position, eligible, stream=1 if part == "seen" else 3))
     labels = [pack.classes[c] for c in clip.labels]
     record = {"id": ytid, "split": split, "labels": labels, **clip.info, "formats": []}
     if "vggsound" in w["formats"]:
@@ -160,7 +172,12 @@ def build(root: Path, size: Size, seed: int, pack_path: Path, formats_: tuple[st
     (partial / "vggsound" / "video").mkdir(parents=True, exist_ok=True)
     settings_path.write_text(json.dumps(settings, indent=1))
 
-    tasks = [(split, i) for split in ("train", "val", "test") for i in range(getattr(size, split))]
+    tasks = []
+    for split in ("train", "val", "test"):  # new-instance clips follow the seen ones, numbered on
+        seen = size.count(split, "seen")
+        tasks += [(split, "seen", i, seen) for i in range(seen)]
+        if len(eligible_classes(pack, split, "new", num_classes)) >= 3:
+            tasks += [(split, "new", seen + i, seen) for i in range(size.count(split, "new"))]
     start = time.time()
     args = (str(pack_path), str(partial), seed, config, tuple(formats_), num_classes)
     if workers > 1:
@@ -181,6 +198,7 @@ def build(root: Path, size: Size, seed: int, pack_path: Path, formats_: tuple[st
         writers.write_vggsound_csv(partial / "vggsound" / "vggsound.csv", rows)
     _write_avsbench_meta(partial, records, formats_)
     summary = {**settings, "classes": len(classes), "clips": Counter(r["split"] for r in records),
+               "new_instance_clips": Counter(r["split"] for r in records if r.get("part") == "new"),
                "build_seconds": round(time.time() - start, 1), "licences": pack.meta["licences"],
                "dropped_stamps": pack.meta["dropped"], "merged_classes": pack.meta["merged"]}
     (partial / "benchmark.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -250,6 +268,8 @@ def stats(root: Path) -> str:
         lines.append(f"| {name} | " + " | ".join(str(fn([r for r in records if r["split"] == s])) for s in splits) + " |")
 
     row("clips", len)
+    row("new-instance clips", lambda rs: sum(r.get("part") == "new" for r in rs))
+    row("classes of new-instance clips", lambda rs: len({c for r in rs if r.get("part") == "new" for c in r["labels"]}))
     for mode in ("clean", "audio", "visual", "multi"):
         row(f"mode {mode}", lambda rs, m=mode: sum(r["mode"] == m for r in rs))
     for state in ("present", "drowned", "absent"):

@@ -5,7 +5,9 @@ with ``dpkg-deb -x`` into a cache folder; ``build_pack`` turns the unpacked
 files into the compact source pack (one ``.npz``, no pickles): every kept
 object image (RGBA, downscaled) with its own recorded sound (16 kHz int16),
 silent distractor stamps, background photographs and CC0 background sounds,
-each assigned to the splits that may use it.  The pack is all that clip
+each assigned to the splits that may use it.  Further instances of the
+classes (other recordings and other pictures, from other packages) come from
+:mod:`.catalog`; each object entry records its split.  The pack is all that clip
 synthesis needs, so a machine without PyAV or apt can regenerate the
 benchmark from it with numpy, OpenCV and torch.
 
@@ -29,11 +31,14 @@ import numpy as np
 from emktd.features import SAMPLE_RATE_HZ
 from emktd.files import atomic_path
 
-PACKAGES = {
+from . import catalog
+
+TUXPAINT_PACKAGES = {
     "tuxpaint-stamps-default": "GPL-2+ (Tux Paint stamps: object images and their recorded sounds)",
     "tuxpaint-data": "GPL-2+ (Tux Paint templates: background photographs)",
     "sonic-pi-samples": "CC0, per file as listed in the package's copyright file (background sounds)",
 }
+PACKAGES = {**TUXPAINT_PACKAGES, **catalog.PACKAGES}
 STAMPS_DIR = "usr/share/tuxpaint/stamps"
 TEMPLATES_DIR = "usr/share/tuxpaint/templates"
 SAMPLES_DIR = "usr/share/sonic-pi/samples"
@@ -162,9 +167,12 @@ DROPPED: dict[str, str] = {
 }
 
 # Stamp folders whose silent images serve as distractors: no animals (a silent stamp of a
-# sounding species would contradict its class) and nothing that has a class.
+# sounding species would contradict its class) and nothing that has a class (musical
+# instruments are classes).
 DISTRACTOR_FOLDERS = ("food", "plants", "clothes", "town/houses", "town/monuments", "vehicles/locomotive",
                       "space/planets", "sports", "seasonal/easter", "household/tools", "hobbies")
+DISTRACTOR_EXCLUDED = ("hobbies/music/",)
+INSTANCE_MAX_S = 6.0  # recordings of the further instances are cut to this length
 
 # Background sounds: sonic-pi samples with a CC0 entry in the package's copyright file whose
 # names mark ambience, texture or synthetic tones; drums and voices are left out because
@@ -180,8 +188,10 @@ HOLDOUT = 4
 
 def recipe() -> str:
     """A digest of every choice above; a cached pack made with other choices is rebuilt."""
-    choices = [CLASSES, DROPPED, MERGED_BECAUSE, DISTRACTOR_FOLDERS, NOISE_PATTERN.pattern, NOISE_MAX_S, HOLDOUT,
-               SAMPLE_RATE_HZ, STAMP_MAX_SIDE, DISTRACTOR_MAX_SIDE, BACKGROUND_SIZE]
+    choices = [CLASSES, DROPPED, MERGED_BECAUSE, DISTRACTOR_FOLDERS, DISTRACTOR_EXCLUDED, NOISE_PATTERN.pattern,
+               NOISE_MAX_S, HOLDOUT, SAMPLE_RATE_HZ, STAMP_MAX_SIDE, DISTRACTOR_MAX_SIDE, BACKGROUND_SIZE,
+               INSTANCE_MAX_S, {name: [[i.sound, i.picture] for i in items] for name, items in catalog.INSTANCES.items()},
+               catalog.split_of(1, 2), catalog.split_of(2, 4)]
     return hashlib.sha256(json.dumps(choices, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
@@ -308,18 +318,24 @@ def collect(root: Path, progress: bool = True) -> Pack:
     if missing:
         raise SourceError(f"{stamps_root}: stamps the class list expects are missing: {missing}")
 
-    classes = list(CLASSES)
+    classes = list(CLASSES) + [name for name, items in catalog.INSTANCES.items()
+                               if name not in CLASSES and len(items) >= 2]
     stamps = []
     for stamp in tqdm(sorted(assigned), desc="object stamps", disable=not progress):
-        stamps.append({"name": stamp, "class": classes.index(assigned[stamp]),
+        stamps.append({"name": stamp, "class": classes.index(assigned[stamp]), "split": "train",
+                       "origin": {"sound": f"tuxpaint:{stamp}", "picture": f"tuxpaint:{stamp}"},
                        "image": _rgba(stamps_root / f"{stamp}.png", STAMP_MAX_SIDE),
                        "sound": decode_sound(stamps_root / f"{stamp}.ogg")})
+    stamps += further_instances(root, classes, progress)
     _check_distinct_recordings(stamps, classes)
 
     sounding = set(found)
+    pictured = {i.picture.split(":", 1)[1] for items in catalog.INSTANCES.values() for i in items
+                if i.picture.startswith("tuxpaint:")}
     candidates = sorted(p.relative_to(stamps_root).with_suffix("").as_posix()
                         for folder in DISTRACTOR_FOLDERS for p in (stamps_root / folder).rglob("*.png"))
-    candidates = [c for c in candidates if c not in sounding]
+    candidates = [c for c in candidates if c not in sounding and c not in pictured
+                  and not c.startswith(DISTRACTOR_EXCLUDED)]
     distractors = [{"name": name, "image": _rgba(stamps_root / f"{name}.png", DISTRACTOR_MAX_SIDE),
                     "split": _split_of(i)}
                    for i, name in enumerate(tqdm(candidates, desc="distractor stamps", disable=not progress))]
@@ -345,6 +361,31 @@ def collect(root: Path, progress: bool = True) -> Pack:
         "sample_rate_hz": SAMPLE_RATE_HZ,
     }
     return Pack(classes, stamps, distractors, backgrounds, noises, meta)
+
+
+def further_instances(root: Path, classes: list[str], progress: bool = True) -> list[dict]:
+    """The catalogue's instances of the kept classes, each with its split (:func:`catalog.split_of`)."""
+    from tqdm import tqdm
+
+    from .origins import OriginError, Origins
+
+    origins = Origins(root)
+    entries = []
+    work = [(name, position, instance) for name, items in catalog.INSTANCES.items() if name in classes
+            for position, instance in enumerate(items)]
+    for name, position, instance in tqdm(work, desc="further instances", disable=not progress):
+        first = 1 if name in CLASSES else 0  # the Tux Paint stamps are instance 0
+        count = len(catalog.INSTANCES[name]) + first
+        try:
+            sound = origins.sound(instance.sound, INSTANCE_MAX_S)
+            image = origins.picture(instance.picture, STAMP_MAX_SIDE)
+        except (OriginError, OSError, ValueError) as exc:
+            raise SourceError(f"class {name!r}, instance {position + first}: {exc}") from None
+        entries.append({"name": f"{name}#{position + first}", "class": classes.index(name),
+                        "split": catalog.split_of(position + first, count),
+                        "origin": {"sound": instance.sound, "picture": instance.picture},
+                        "image": image, "sound": sound})
+    return entries
 
 
 def _check_distinct_recordings(stamps: list[dict], classes: list[str]) -> None:
@@ -380,7 +421,8 @@ def save_pack(pack: Pack, path: Path) -> Path:
         arrays[f"{group}_shapes"] = np.array([i["image"].shape[:2] for i in items], dtype=np.int32)
     arrays["background_rgb"] = np.stack([b["image"] for b in pack.backgrounds])
     meta = dict(pack.meta)
-    meta["stamps"] = [{"name": s["name"], "class": s["class"]} for s in pack.stamps]
+    meta["stamps"] = [{"name": s["name"], "class": s["class"], "split": s.get("split", "train"),
+                       "origin": s.get("origin")} for s in pack.stamps]
     meta["distractors"] = [{"name": d["name"], "split": d["split"]} for d in pack.distractors]
     meta["backgrounds"] = [{"name": b["name"], "split": b["split"]} for b in pack.backgrounds]
     meta["noises"] = [{"name": n["name"], "split": n["split"]} for n in pack.noises]

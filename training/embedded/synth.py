@@ -77,6 +77,20 @@ def clip_rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Ge
     return np.random.default_rng([seed, zlib.crc32(split.encode()), index, stream])
 
 
+PARTS = ("seen", "new")
+
+
+def instances_by_class(pack: Pack, split: str, part: str) -> dict[int, list[dict]]:
+    """The class objects a clip may show and sound: the training instances for the seen-instance
+    part (every split), the split's own held-out instances for the new-instance part."""
+    wanted = "train" if part == "seen" else split
+    by_class: dict[int, list[dict]] = {}
+    for stamp in pack.stamps:
+        if stamp.get("split", "train") == wanted:
+            by_class.setdefault(stamp["class"], []).append(stamp)
+    return by_class
+
+
 def _pool(items: list[dict], split: str) -> list[dict]:
     """Test draws from the held-out items only; train and val from the rest."""
     wanted = "test" if split == "test" else "train"
@@ -244,17 +258,22 @@ def _render(pack: Pack, split: str, sources: list, silent_classes: list[int], by
 
 
 def synthesize(pack: Pack, split: str, index: int, seed: int, config: SynthConfig = SynthConfig(),
-               mode: str | None = None, classes: list[int] | None = None) -> Clip:
-    """Render clip ``index`` of ``split``. ``mode`` and ``classes`` (sounding first) may be fixed by the caller."""
-    rng = clip_rng(seed, split, index)
+               mode: str | None = None, classes: list[int] | None = None, part: str = "seen",
+               rng: np.random.Generator | None = None) -> Clip:
+    """Render clip ``index`` of ``split`` from the instances of ``part`` (see :func:`instances_by_class`).
+    ``mode`` and ``classes`` (sounding first) may be fixed by the caller; ``rng`` replaces the clip's
+    own generator (the pretraining stream draws from its own)."""
+    rng = clip_rng(seed, split, index) if rng is None else rng
     if mode is None:
         mode = MODES[int(rng.choice(len(MODES), p=MODE_WEIGHTS))]
     wanted = 2 if mode == "multi" else 1
+    by_class = instances_by_class(pack, split, part)
     if classes is None:
-        classes = [int(c) for c in rng.choice(len(pack.classes), size=3, replace=False)]
-    by_class: dict[int, list[dict]] = {}
-    for stamp in pack.stamps:
-        by_class.setdefault(stamp["class"], []).append(stamp)
+        eligible = sorted(by_class)
+        classes = [eligible[int(c)] for c in rng.choice(len(eligible), size=3, replace=False)]
+    missing = [pack.classes[c] for c in classes[:wanted if mode != "audio" else 3] if c not in by_class]
+    if missing:
+        raise ValueError(f"no {part}-instance object of {missing} for the {split} split")
     sounding = classes[:wanted]
     silent_classes = classes[wanted:3] if mode == "audio" else []
     sources, mix, audio_state, snr_db, noise_name = _mix_audio(pack, split, sounding, by_class, mode, config, rng)
@@ -271,5 +290,6 @@ def synthesize(pack: Pack, split: str, index: int, seed: int, config: SynthConfi
         "noise": noise_name,
         "distractors": distractors,
         "mask_fraction": round(float(masks.mean()), 4),
+        "part": part,
     }
     return Clip(f"{split}_{index:05d}", split, sorted(sounding), frames, masks, mix, info)

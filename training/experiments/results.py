@@ -28,20 +28,33 @@ CLASSIFICATION_COLUMNS = [("top-1", ("top1",), 100), ("mAP", ("mAP",), 100)]
 
 def columns(datasets: list[str]) -> list[tuple[str, tuple[str, ...], float]]:
     """The table's columns: classification, then mIoU and legacy F of each evaluation part that the
-    records' dataset entries report apart (S4 and MS3 for the embedded benchmark)."""
-    parts = []
+    records' dataset entries report apart (S4 and MS3 for the embedded benchmark); where an entry
+    reports groups of clips apart (seen and new instances), the first group's under the plain
+    names and each further group's top-1, mAP and mIoU under its name."""
+    parts, groups = [], []
     for name in datasets:
         entry = DATASET_ENTRIES.get(name)
         parts += [p for p in (entry.parts if entry else ()) if p not in parts]
-    return CLASSIFICATION_COLUMNS + [column for part in parts for column in (
-        (f"{part} mIoU", ("segmentation_by_part", part, "mIoU"), 100),
-        (f"{part} F (legacy)", ("segmentation_by_part", part, "legacy_fscore"), 100))]
+        groups += [g for g in (entry.groups if entry else ()) if g not in groups]
+    first = ("by_group", groups[0]) if groups else ()
+    found = [(label, first + keys, scale) for label, keys, scale in CLASSIFICATION_COLUMNS]
+    found += [column for part in parts for column in (
+        (f"{part} mIoU", first + ("segmentation_by_part", part, "mIoU"), 100),
+        (f"{part} F (legacy)", first + ("segmentation_by_part", part, "legacy_fscore"), 100))]
+    for group in groups[1:]:
+        found += [(f"{group} {label}", ("by_group", group) + keys, scale) for label, keys, scale in CLASSIFICATION_COLUMNS]
+        found += [(f"{group} {part} mIoU", ("by_group", group, "segmentation_by_part", part, "mIoU"), 100)
+                  for part in parts]
+    return found
 
 
 def _summary(metrics: dict) -> dict:
     keep = ("clips", "frames", "top1", "top5", "mAP", "mAUC", "mIoU", "legacy_fscore", "fscore", "top1_by_mode",
             "em_weights_by_mode", "segmentation_by_part")
-    return {k: metrics[k] for k in keep if k in metrics}
+    found = {k: metrics[k] for k in keep if k in metrics}
+    if "by_group" in metrics:
+        found["by_group"] = {name: _summary(group) for name, group in metrics["by_group"].items()}
+    return found
 
 
 def record(run: Path, name: str, out_dir: Path = RESULTS, evaluation_from: Path | None = None) -> Path:
@@ -72,6 +85,13 @@ def record(run: Path, name: str, out_dir: Path = RESULTS, evaluation_from: Path 
 
 
 def _get(metrics: dict, keys: tuple[str, ...]):
+    """The value at ``keys``; a record written before clips were grouped holds only seen-instance
+    clips, so its metrics stand for the first group's."""
+    if keys[:1] == ("by_group",) and isinstance(metrics, dict) and "by_group" not in metrics:
+        first = next((e.groups[0] for e in DATASET_ENTRIES.values() if e.groups), None)
+        if keys[1] != first:
+            return None
+        keys = keys[2:]
     for key in keys:
         if not isinstance(metrics, dict) or key not in metrics:
             return None
@@ -101,36 +121,74 @@ def table(results_dir: Path = RESULTS, split: str = "test") -> str:
     if not entries:
         raise SystemExit(f"{results_dir}: no run records on {split}; write some with "
                          "`python -m training.experiments.results record`")
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for e in entries:
-        groups[tuple(e["config"].get(k) for k in SETTING)].append(e)
     cols = columns(sorted({e["config"]["dataset"] for e in entries}))
     header = "| model | method | seeds | parameters | " + " | ".join(c[0] for c in cols) + " |"
     lines = [header, "|---|---|---:|---:|" + "---:|" * len(cols)]
+    for _, runs in _grouped(entries):
+        label, method = _labels(runs[0]["config"])
+        seeds = len({r["config"]["seed"] for r in runs})
+        cells = [_cell([_get(r["student"], keys) for r in runs], scale) for _, keys, scale in cols]
+        lines.append(f"| {label} | {method} | {seeds} | {runs[0].get('student_parameters') or 0:,} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _grouped(entries: list[dict]) -> list[tuple[tuple, list[dict]]]:
+    """Runs of one setting (all but the seed) together; the teacher first, then longer schedules,
+    then methods from the plainest to EM-KTD."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for e in entries:
+        groups[tuple(e["config"].get(k) for k in SETTING)].append(e)
     order = list(METHODS)
-    def rank(item):  # the teacher, then longer schedules, then methods from the plainest to EM-KTD
+
+    def rank(item):
         c = item[1][0]["config"]
         base = c["method"].split("+")[0]
         return (c["task"] != "teacher", -c["epochs"],
                 order.index(base) if base in order else len(order),
                 c.get("student_image_size") or 0, str(c.get("kernel")), str(item[0]))
 
-    for key, runs in sorted(groups.items(), key=rank):
-        c = runs[0]["config"]
-        label = "teacher" if c["task"] == "teacher" else c["student"] + (
-            f" @{c['student_image_size']}px" if c.get("student_image_size") else "")
-        kernel = {"rbf": f"rbf, γ={c.get('gamma')}", "poly": f"poly, d={c.get('degree')}, c={c.get('coef0')}",
-                  "linear": "linear"}.get(c.get("kernel"), c.get("kernel"))
-        entry = METHODS.get(c["method"].split("+")[0])
-        method = "-" if c["task"] == "teacher" else c["method"] + (
-            f" ({kernel})" if entry is not None and entry.uses_kernel else "")
-        if c["task"] != "teacher":
-            lam = f", λ={c['lam']}" if entry is not None and entry.uses_monitor else ""
-            method += f"{lam}, lr {c['lr']:g}, {c['epochs']} ep"
+    return sorted(groups.items(), key=rank)
+
+
+def _labels(c: dict) -> tuple[str, str]:
+    """A row's model and method cells."""
+    label = "teacher" if c["task"] == "teacher" else c["student"] + (
+        f" @{c['student_image_size']}px" if c.get("student_image_size") else "")
+    kernel = {"rbf": f"rbf, γ={c.get('gamma')}", "poly": f"poly, d={c.get('degree')}, c={c.get('coef0')}",
+              "linear": "linear"}.get(c.get("kernel"), c.get("kernel"))
+    entry = METHODS.get(c["method"].split("+")[0])
+    method = "-" if c["task"] == "teacher" else c["method"] + (
+        f" ({kernel})" if entry is not None and entry.uses_kernel else "")
+    if c["task"] != "teacher":
+        lam = f", λ={c['lam']}" if entry is not None and entry.uses_monitor else ""
+        method += f"{lam}, lr {c['lr']:g}, {c['epochs']} ep"
+    return label, method
+
+
+MODE_NAMES = {"clean": "both tell", "audio": "only the audio", "visual": "only the picture",
+              "multi": "two sources"}
+
+
+def modes_table(results_dir: Path = RESULTS, split: str = "test") -> str:
+    """Top-1 by informativeness mode, for each group of clips (seen and new instances) apart."""
+    entries = [e for e in _entries(results_dir, split) if e["student"].get("top1_by_mode")]
+    if not entries:
+        return "no run records with top-1 by informativeness mode"
+    groups = next((DATASET_ENTRIES[e["config"]["dataset"]].groups for e in entries
+                   if e["config"]["dataset"] in DATASET_ENTRIES and DATASET_ENTRIES[e["config"]["dataset"]].groups),
+                  ("all",))
+    lines = ["| model | method | seeds | instances | " + " | ".join(MODE_NAMES.values()) + " |",
+             "|---|---|---:|---|" + "---:|" * len(MODE_NAMES)]
+    for _, runs in _grouped(entries):
+        label, method = _labels(runs[0]["config"])
         seeds = len({r["config"]["seed"] for r in runs})
-        cells = [_cell([_get(r["student"], keys) for r in runs], scale) for _, keys, scale in cols]
-        lines.append(f"| {label} | {method} | {seeds} | {runs[0].get('student_parameters') or 0:,} | "
-                     + " | ".join(cells) + " |")
+        for group in groups:
+            keys = ("by_group", group, "top1_by_mode") if group != "all" else ("top1_by_mode",)
+            values = [[_get(r["student"], keys + (mode,)) for r in runs] for mode in MODE_NAMES]
+            if all(v is None for vs in values for v in vs):
+                continue
+            lines.append(f"| {label} | {method} | {seeds} | {group} | " + " | ".join(_cell(v, 100) for v in values) + " |")
     return "\n".join(lines)
 
 
@@ -162,8 +220,9 @@ def monitor_table(results_dir: Path = RESULTS) -> str:
 
 
 def report(results_dir: Path = RESULTS) -> str:
-    """Every table: the comparison on test, the sweeps on val, the entropy monitor."""
-    return "\n\n".join((table(results_dir), sweep_table(results_dir), monitor_table(results_dir)))
+    """Every table: the comparison on test, top-1 by informativeness mode, the sweeps on val, the entropy monitor."""
+    return "\n\n".join((table(results_dir), modes_table(results_dir), sweep_table(results_dir),
+                        monitor_table(results_dir)))
 
 
 def main(argv=None) -> None:

@@ -131,6 +131,11 @@ def clip_modes(config: RunConfig) -> dict[str, str]:
     return DATASET_ENTRIES[config.dataset].modes(config)
 
 
+def clip_groups(config: RunConfig) -> dict[str, str]:
+    """clip id -> evaluation group (seen or new instances), where the dataset records one."""
+    return DATASET_ENTRIES[config.dataset].group_of(config)
+
+
 # ---------------------------------------------------------------- order and batches
 
 class ResumableSampler(torch.utils.data.Sampler):

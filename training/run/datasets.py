@@ -2,8 +2,8 @@
 
 An entry builds a run's training and evaluation parts and its label list from the config,
 and says which objectives it supports, which config fields it needs, which evaluation parts
-are reported apart (S4 and MS3 of the embedded benchmark) and, where the data records it,
-each clip's informativeness mode.  ``--dataset``, :func:`config.validate`, the data builder
+are reported apart (S4 and MS3 of the embedded benchmark) and, where the data records them,
+each clip's informativeness mode and group (seen or new instances).  ``--dataset``, :func:`config.validate`, the data builder
 and the results tables ask the entry.
 
 Adding a dataset: a reader in ``training/readers/`` (with tests on files the test writes),
@@ -36,6 +36,8 @@ class DatasetEntry:
     required: tuple[str, ...] = ()  # config fields the dataset needs
     parts: tuple[str, ...] = ()  # evaluation parts reported apart in the results tables
     modes: Callable[..., dict[str, str]] = field(default=lambda config: {})  # run config -> {clip id: mode}
+    groups: tuple[str, ...] = ()  # groups of evaluation clips reported apart (seen and new instances)
+    group_of: Callable[..., dict[str, str]] = field(default=lambda config: {})  # run config -> {clip id: group}
 
     def problems(self, config) -> list[str]:
         """What keeps this dataset from serving the run config ``config``."""
@@ -81,11 +83,16 @@ def _embedded(config, fbank, image_size) -> Parts:
     return Parts(labels, split("train", config.max_train_clips), split(config.eval_split, config.max_eval_clips))
 
 
-def _embedded_modes(config) -> dict[str, str]:
-    from training.embedded.clips import read_clips
+def _embedded_field(name: str, default: str | None = None):
+    def read(config) -> dict[str, str]:
+        from training.embedded.clips import read_clips
 
-    root = config.path(config.data_root)
-    return {r["id"]: r["mode"] for r in read_clips(root)} if (root / "clips.jsonl").is_file() else {}
+        root = config.path(config.data_root)
+        if not (root / "clips.jsonl").is_file():
+            return {}
+        return {r["id"]: r.get(name, default) for r in read_clips(root)}
+
+    return read
 
 
 def _avsbench(kind: str):
@@ -127,7 +134,8 @@ def _cavmae_json(config, fbank, image_size) -> Parts:
 
 
 register(DatasetEntry("embedded", "the embedded benchmark: every clip in the S4 or MS3 layout, classes and masks",
-                      OBJECTIVES, _embedded, parts=("S4", "MS3"), modes=_embedded_modes))
+                      OBJECTIVES, _embedded, parts=("S4", "MS3"), modes=_embedded_field("mode"),
+                      groups=("seen", "new"), group_of=_embedded_field("part", "seen")))
 register(DatasetEntry("vggsound", "VGGSound: vggsound.csv and a folder of clips", ("classification",), _vggsound,
                       required=("vggsound_csv", "clip_dir")))
 register(DatasetEntry("cavmae-json", "CAV-MAE's json data files with pre-extracted frames", ("classification",),

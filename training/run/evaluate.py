@@ -2,8 +2,8 @@
 
 Classification is clip-level (logits averaged over the clip's frames); segmentation is
 per frame, one clip per batch as AVSBench tests, overall and per evaluation part (S4 and MS3
-of the embedded benchmark); with clip modes, top-1 per informativeness mode; with a monitor,
-its mean weights per mode.
+of the embedded benchmark); with clip modes, top-1 per informativeness mode; with clip groups
+(seen and new instances), all of it again per group; with a monitor, its mean weights per mode.
 """
 
 from __future__ import annotations
@@ -26,13 +26,17 @@ from .metrics import SegmentationMeter, classification_metrics
 class _Tally:
     """What evaluation accumulates clip by clip."""
 
-    def __init__(self):
+    def __init__(self, groups: dict[str, str] | None = None):
+        self.groups = groups or {}
+        self.by_group: dict[str, _Tally] = {}
         self.scores, self.targets, self.ids, self.skipped = [], [], [], []
         self.meter = SegmentationMeter()
         self.part_meters: dict[str, SegmentationMeter] = defaultdict(SegmentationMeter)
         self.weights: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
 
     def add(self, batch: dict, out, part: str) -> None:
+        if self.groups:
+            self.by_group.setdefault(self.groups.get(batch["id"][0], "unknown"), _Tally()).add(batch, out, part)
         self.scores.append(out.logits.float().mean(dim=0).cpu())
         self.targets.append(batch["target"][0])
         self.ids.append(batch["id"][0])
@@ -59,6 +63,9 @@ class _Tally:
         if self.meter.ious:
             result.update(self.meter.result())
             result["segmentation_by_part"] = {name: m.result() for name, m in sorted(self.part_meters.items())}
+        if self.by_group:
+            result["by_group"] = {name: {k: v for k, v in tally.result(config, modes, seconds).items()
+                                         if k != "seconds"} for name, tally in sorted(self.by_group.items())}
         if self.weights:
             result["em_weights_by_mode"] = {mode: {m: float(np.mean(v)) for m, v in ws.items()}
                                             for mode, ws in sorted(self.weights.items())}
@@ -67,12 +74,13 @@ class _Tally:
 
 @torch.no_grad()
 def evaluate(config: RunConfig, model: AVTransformer, dataset, device, modes: dict[str, str] | None = None,
-             monitor=None, progress: bool = False, desc: str = "eval") -> dict:
-    """Metrics of ``model`` on ``dataset`` (a :class:`data.Concat` of whole clips)."""
+             monitor=None, progress: bool = False, desc: str = "eval", groups: dict[str, str] | None = None) -> dict:
+    """Metrics of ``model`` on ``dataset`` (a :class:`data.Concat` of whole clips); with ``groups``
+    ({clip id: group}), the same metrics again for each group under ``by_group``."""
     from tqdm import tqdm
 
     model.eval()
-    tally = _Tally()
+    tally = _Tally(groups)
     data_loader = loader(dataset, 1, ResumableSampler(len(dataset), 0, shuffle=False), config.workers)
     started = time.time()
     for index, (batch, errors) in enumerate(tqdm(data_loader, desc=desc, disable=not progress)):

@@ -253,7 +253,7 @@ def evaluate_and_write(config: cfg.RunConfig, setup: Setup, folder: RunFolder, m
                        progress: bool, train_seconds: float, started: float) -> dict:
     teacher, student, run_data = setup.teacher, setup.student, setup.data
     save_pretrained(student, folder.path / "student")
-    modes = data.clip_modes(config)
+    modes, groups = data.clip_modes(config), data.clip_groups(config)
     result = {"task": config.task, "method": config.method, "dataset": config.dataset,
               "hardware": hardware(device), "world_size": world()[1],
               "train_seconds": round(train_seconds, 1), "labels": len(run_data.labels),
@@ -262,8 +262,9 @@ def evaluate_and_write(config: cfg.RunConfig, setup: Setup, folder: RunFolder, m
         result["teacher_parameters"] = teacher.num_parameters()
         if config.eval_teacher:
             result["teacher"] = evaluate(config, teacher, run_data.eval, device, modes, monitor, progress,
-                                         "eval teacher")
-    result["student"] = evaluate(config, student, run_data.eval, device, modes, None, progress, "eval student")
+                                         "eval teacher", groups)
+    result["student"] = evaluate(config, student, run_data.eval, device, modes, None, progress, "eval student",
+                                 groups)
     probes = [r for r in folder.records() if r.get("type") == "probes"]
     if probes:  # the monitor's probes as trained (a resumed run reads them from its log)
         result["probes"] = {k: probes[-1][k] for k in ("best_epoch", "train_clips", "held_out_clips", "train",

@@ -1,0 +1,162 @@
+"""Read the recording or the picture that a catalogue address names (see :mod:`.catalog`).
+
+Sounds come back as mono float32 at 16 kHz, pictures as RGBA uint8 cropped to
+their opaque part.  Bundles and SoundFonts are read once per :class:`Origins`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from emktd.features import SAMPLE_RATE_HZ
+
+from . import catalog
+from .rcc import read_rcc
+from .soundfont import phrase, read_samples
+
+PHRASE_NOTES = 6  # a SoundFont instance plays this many of its samples, spread over its pitch range
+MIDDLE_KEYS = (45, 84)  # MIDI keys A2 to C6
+WHITE = 235  # art4apps background: a pixel this bright in every channel, connected to the border
+
+
+class OriginError(ValueError):
+    """An address that names nothing usable."""
+
+
+def crop_opaque(rgba: np.ndarray, where: str) -> np.ndarray:
+    ys, xs = np.nonzero(rgba[..., 3] > 8)
+    if ys.size == 0:
+        raise OriginError(f"{where}: fully transparent picture")
+    return np.ascontiguousarray(rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
+
+
+def _thumbnail(image, max_side: int) -> np.ndarray:
+    from PIL import Image
+
+    image = image.convert("RGBA")
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def white_background_alpha(rgb: np.ndarray) -> np.ndarray:
+    """Alpha for a drawing on white: 0 where a near-white region touches the border, else 255,
+    with the object's edge eroded by one pixel so that no white fringe stays."""
+    import cv2
+
+    white = np.all(rgb >= WHITE, axis=-1).astype(np.uint8)
+    count, labels = cv2.connectedComponents(white, connectivity=4)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    background = np.isin(labels, border[border > 0]) if count > 1 else np.zeros_like(white, bool)
+    alpha = np.where(background, 0, 255).astype(np.uint8)
+    return cv2.erode(alpha, np.ones((3, 3), np.uint8))
+
+
+class Origins:
+    """Reads addresses under the unpacked packages' ``root``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._bundles: dict[str, dict[str, bytes]] = {}
+        self._fonts: dict[str, list] = {}
+
+    # -------------------------------------------------------------- sources of bytes
+
+    def _bundle_file(self, address: str) -> bytes:
+        bundle, _, name = address.split(":", 1)[1].partition("/")
+        if bundle not in self._bundles:
+            path = self.root / catalog.GCOMPRIS_RCC / f"{bundle}.rcc"
+            if not path.is_file():
+                raise OriginError(f"{address}: {path} is missing (expected gcompris-qt-data)")
+            self._bundles[bundle] = read_rcc(path)
+        found = [data for path, data in self._bundles[bundle].items() if path.rsplit("/", 1)[-1] == name]
+        if len(found) != 1:
+            raise OriginError(f"{address}: {len(found)} files named {name!r} in the bundle {bundle}.rcc; expected one")
+        return found[0]
+
+    def _file(self, address: str, folder: str) -> Path:
+        path = self.root / folder / address.split(":", 1)[1]
+        if not path.is_file():
+            raise OriginError(f"{address}: {path} is missing")
+        return path
+
+    # -------------------------------------------------------------- sounds
+
+    def sound(self, address: str, max_s: float | None = None) -> np.ndarray:
+        from emktd.media import load_audio
+
+        kind = address.split(":", 1)[0]
+        if kind == "sf2":
+            audio = self._soundfont(address)
+            return audio[: int(max_s * SAMPLE_RATE_HZ)] if max_s else audio
+        if kind == "gcompris":
+            suffix = Path(address).suffix
+            with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+                tmp.write(self._bundle_file(address))
+                tmp.flush()
+                return load_audio(Path(tmp.name), SAMPLE_RATE_HZ, max_s)
+        if kind == "lmms":
+            return load_audio(self._file(address, catalog.LMMS_SAMPLES), SAMPLE_RATE_HZ, max_s)
+        raise OriginError(f"{address}: unknown kind of sound address {kind!r}")
+
+    def _soundfont(self, address: str) -> np.ndarray:
+        _, font, pattern = address.split(":", 2)
+        if font not in catalog.SOUNDFONTS:
+            raise OriginError(f"{address}: unknown SoundFont {font!r}; expected one of {sorted(catalog.SOUNDFONTS)}")
+        if font not in self._fonts:
+            path = self.root / catalog.SOUNDFONTS[font]
+            if not path.is_file():
+                raise OriginError(f"{address}: {path} is missing")
+            self._fonts[font] = read_samples(path)
+        matching = [s for s in self._fonts[font] if re.search(pattern, s.name)]
+        by_pitch = {s.pitch: s for s in matching}  # a stereo pair shares its pitch: keep one side
+        if not by_pitch:
+            raise OriginError(f"{address}: no sample of {font} matches {pattern!r}")
+        pitches = sorted(by_pitch)
+        middle = [p for p in pitches if MIDDLE_KEYS[0] <= p <= MIDDLE_KEYS[1]]
+        pitches = middle or pitches  # the instrument's usual range, not its extreme notes
+        chosen = [by_pitch[pitches[int(i)]] for i in np.unique(np.linspace(0, len(pitches) - 1, PHRASE_NOTES).round())]
+        return phrase(chosen, SAMPLE_RATE_HZ)
+
+    # -------------------------------------------------------------- pictures
+
+    def picture(self, address: str, max_side: int) -> np.ndarray:
+        from PIL import Image
+
+        kind, rest = address.split(":", 1)
+        if kind == "gcompris":
+            import resvg_py
+
+            svg = self._bundle_file(address).decode("utf-8")
+            png = bytes(resvg_py.svg_to_bytes(svg_string=svg, width=max_side * 2))
+            with Image.open(io.BytesIO(png)) as image:
+                rgba = _thumbnail(image, max_side)
+        elif kind in ("openclipart", "tuxpaint"):
+            path = (self._file(address, catalog.OPENCLIPART) if kind == "openclipart"
+                    else self._file(address + ".png", "usr/share/tuxpaint/stamps"))
+            with Image.open(path) as image:
+                rgba = _thumbnail(image, max_side)
+        elif kind == "art4apps":
+            with Image.open(self._file(address, catalog.ART4APPS)) as image:
+                rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            rgba = _thumbnail(Image.fromarray(np.dstack([rgb, white_background_alpha(rgb)])), max_side)
+        elif kind == "emoji":
+            rgba = _thumbnail(self._emoji(address, rest), max_side)
+        else:
+            raise OriginError(f"{address}: unknown kind of picture address {kind!r}")
+        return crop_opaque(rgba, address)
+
+    def _emoji(self, address: str, code: str):
+        from PIL import Image, ImageDraw, ImageFont
+
+        path = self.root / catalog.EMOJI_FONT
+        if not path.is_file():
+            raise OriginError(f"{address}: {path} is missing")
+        font = ImageFont.truetype(str(path), 109)  # the size of the font's bitmaps
+        image = Image.new("RGBA", (160, 160), (0, 0, 0, 0))
+        ImageDraw.Draw(image).text((10, 10), chr(int(code, 16)), font=font, embedded_color=True)
+        return image
