@@ -121,6 +121,22 @@ def test_teacher_training(small_bench, tmp_path):
     assert "teacher" not in result and result["student_parameters"] == load_pretrained(run / "student").num_parameters()
 
 
+def test_teacher_pretrained_on_the_stream_then_fine_tuned(small_bench, tmp_path):
+    common = ["--task", "teacher", "--data-root", str(small_bench), "--epochs", "1", "--batch-size", "4",
+              "--workers", "0", "--audio-augment", "0.5", "--image-augment", "0.5", "--modality-dropout", "0.5"]
+    pre = tmp_path / "pre"
+    distill.main([*common, "--train-source", "stream", "--stream-clips", "8", "--out", str(pre)])
+    assert next(r for r in records(pre) if r["type"] == "start")["train_clips"] == 8
+    fine = tmp_path / "fine"
+    distill.main([*common, "--init-from", str(pre / "student"), "--out", str(fine), "--eval-split", "val",
+                  "--lr", "0", "--min-lr", "0"])  # at learning rate 0 the fine-tuned weights are the pretrained ones
+    assert engine.state_digest(load_pretrained(fine / "student")) == engine.state_digest(load_pretrained(pre / "student"))
+    run = tmp_path / "bad"
+    fails_fast(["--data-root", str(small_bench), "--train-source", "stream", "--out", str(run)], "--task teacher", run)
+    fails_fast([*common, "--init-from", str(tmp_path / "nothing"), "--out", str(run)], "nothing", run)
+    fails_fast([*common, "--modality-dropout", "1.5", "--out", str(run)], "at most 1", run)
+
+
 def fails_fast(argv, match, run):
     with pytest.raises(SystemExit, match=match):
         distill.main(argv)

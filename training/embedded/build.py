@@ -197,7 +197,8 @@ def build(root: Path, size: Size, seed: int, pack_path: Path, formats_: tuple[st
         rows = [(r["id"], 0, label, r["split"]) for r in records for label in r["labels"]]
         writers.write_vggsound_csv(partial / "vggsound" / "vggsound.csv", rows)
     _write_avsbench_meta(partial, records, formats_)
-    summary = {**settings, "classes": len(classes), "clips": Counter(r["split"] for r in records),
+    summary = {**settings, "pack": str(Path(pack_path).resolve()), "pack_recipe": pack.meta.get("recipe"),
+               "classes": len(classes), "clips": Counter(r["split"] for r in records),
                "new_instance_clips": Counter(r["split"] for r in records if r.get("part") == "new"),
                "build_seconds": round(time.time() - start, 1), "licences": pack.meta["licences"],
                "dropped_stamps": pack.meta["dropped"], "merged_classes": pack.meta["merged"]}

@@ -225,9 +225,10 @@ def _mix_audio(pack: Pack, split: str, sounding: list[int], by_class: dict, mode
 
 
 def _render(pack: Pack, split: str, sources: list, silent_classes: list[int], by_class: dict, config: SynthConfig,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str, int]:
+            rng: np.random.Generator, only: list[int] | None = None) -> tuple[np.ndarray, np.ndarray, str, int]:
     """The clip's frames over a background, distractors below the class objects, and the masks of
-    the sounding objects on the annotated frames.  Returns (frames, masks, background, distractors)."""
+    the sounding objects on the annotated frames.  Returns (frames, masks, background, distractors).
+    ``only``: render just these annotated frames (0-based), frames and masks in that order."""
     size = config.image_size
     background, background_name = _background(pack, split, size, rng)
     sprites: list[_Sprite] = []
@@ -244,25 +245,29 @@ def _render(pack: Pack, split: str, sources: list, silent_classes: list[int], by
         c, image, is_sounding = objects[order]
         placed.append(_sprite(image, is_sounding, size, config.object_scale, rng, avoid=placed))
     sprites.extend(placed)  # class objects above the distractors
-    frames = np.empty((config.num_frames, size, size, 3), np.uint8)
     annotated = config.annotated_indices
+    if only is not None:
+        annotated = [annotated[k] for k in only]
+    wanted = annotated if only is not None else list(range(config.num_frames))
+    frames = np.empty((len(wanted), size, size, 3), np.uint8)
     masks = np.zeros((len(annotated), size, size), np.uint8)
-    for i in range(config.num_frames):
+    for n, i in enumerate(wanted):
         frame = background.copy()
         mask = masks[annotated.index(i)] if i in annotated else None
         t = i / max(1, config.num_frames - 1)
         for sprite in sprites:
             _blend(frame, mask, sprite, t)
-        frames[i] = frame
+        frames[n] = frame
     return frames, masks, background_name, len(sprites) - len(placed)
 
 
 def synthesize(pack: Pack, split: str, index: int, seed: int, config: SynthConfig = SynthConfig(),
                mode: str | None = None, classes: list[int] | None = None, part: str = "seen",
-               rng: np.random.Generator | None = None) -> Clip:
+               rng: np.random.Generator | None = None, only: list[int] | None = None) -> Clip:
     """Render clip ``index`` of ``split`` from the instances of ``part`` (see :func:`instances_by_class`).
     ``mode`` and ``classes`` (sounding first) may be fixed by the caller; ``rng`` replaces the clip's
-    own generator (the pretraining stream draws from its own)."""
+    own generator (the pretraining stream draws from its own); ``only`` renders just those annotated
+    frames (the frames and masks of the others are left out, everything else is the same)."""
     rng = clip_rng(seed, split, index) if rng is None else rng
     if mode is None:
         mode = MODES[int(rng.choice(len(MODES), p=MODE_WEIGHTS))]
@@ -278,7 +283,7 @@ def synthesize(pack: Pack, split: str, index: int, seed: int, config: SynthConfi
     silent_classes = classes[wanted:3] if mode == "audio" else []
     sources, mix, audio_state, snr_db, noise_name = _mix_audio(pack, split, sounding, by_class, mode, config, rng)
     frames, masks, background_name, distractors = _render(pack, split, sources, silent_classes, by_class, config,
-                                                          rng)
+                                                          rng, only)
     info = {
         "mode": mode,
         "audio": audio_state,

@@ -91,6 +91,17 @@ class RunConfig:
     mixup: float = _f(0.0, "probability of mixing a batch (CAV-MAE: 0.5)", minimum=0.0)
     freqm: int = _f(0, "SpecAugment frequency mask width (CAV-MAE: 48)", minimum=0)
     timem: int = _f(0, "SpecAugment time mask width (CAV-MAE: 192)", minimum=0)
+    audio_augment: float = _f(0.0, "probability of each audio augmentation per sample: gain, filtering, speed and "
+                              "pitch, reverberation, mixing (see training/run/augment.py)", minimum=0.0)
+    image_augment: float = _f(0.0, "probability of each image augmentation per sample: colour, scale and crop, "
+                              "blur", minimum=0.0)
+    modality_dropout: float = _f(0.0, "probability that a training sample loses its audio or (as often) its "
+                                 "picture", minimum=0.0)
+    train_source: str = _f("fixed", "train on the dataset's fixed train split, or on a 'stream' of freshly "
+                           "composed clips from the embedded benchmark's train-side material",
+                           choices=("fixed", "stream"))
+    stream_clips: int = _f(2400, "stream: clips per epoch (each epoch composes new ones)", minimum=1)
+    init_from: str | None = _f(None, "teacher: a model folder whose weights start the training (fine-tuning)")
     frames_per_clip: int = _f(5, "annotated frames each training clip offers (one drawn per visit)", minimum=1)
     max_train_clips: int | None = _f(None, "use at most this many clips of each training part (quick runs)",
                                      minimum=1)
@@ -249,6 +260,14 @@ def validate(config: RunConfig) -> None:
         problems.append("mixup mixes class targets, not masks: use it with --objective classification only")
     if config.probe_holdout >= 0.5:
         problems.append(f"probe_holdout {config.probe_holdout}: hold out less than half of the training clips")
+    for name in ("audio_augment", "image_augment", "modality_dropout"):
+        if getattr(config, name) > 1:
+            problems.append(f"{name} {getattr(config, name)}: a probability, at most 1")
+    if config.train_source == "stream" and (config.dataset != "embedded" or config.task != "teacher"):
+        problems.append("train_source stream composes clips of the embedded benchmark to pretrain a teacher: use it "
+                        "with --dataset embedded --task teacher (students learn from the fixed train split)")
+    if config.init_from and config.task != "teacher":
+        problems.append("init_from starts a teacher's training from saved weights: use it with --task teacher")
     if config.fill_teacher_cache and not config.teacher_cache_dir:
         problems.append("fill_teacher_cache needs teacher_cache_dir")
     if problems:

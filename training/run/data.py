@@ -68,6 +68,9 @@ class FrameVisits(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        for part in self.clips.parts:  # a stream composes new clips every epoch
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.clips)

@@ -80,7 +80,12 @@ def _embedded(config, fbank, image_size) -> Parts:
         return [("S4", _capped(avsbench.S4Dataset(s4, name, labels, fbank, image_size), cap)),
                 ("MS3", _capped(avsbench.MS3Dataset(ms3, name, labels, fbank, image_size), cap))]
 
-    return Parts(labels, split("train", config.max_train_clips), split(config.eval_split, config.max_eval_clips))
+    train = split("train", config.max_train_clips)
+    if config.train_source == "stream":
+        from training.embedded.stream import StreamReader
+
+        train = [("stream", StreamReader(root, labels, fbank, image_size, config.stream_clips, config.seed))]
+    return Parts(labels, train, split(config.eval_split, config.max_eval_clips))
 
 
 def _embedded_field(name: str, default: str | None = None):

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file
 
 from emktd.bench import hardware
-from emktd.hub import save_pretrained
+from emktd.hub import ModelLoadError, load_pretrained, save_pretrained
 from emktd.models import PRESETS, AVTransformer, create_model
 from emktd.monitor import MONITOR_CONFIG, MONITOR_WEIGHTS, EntropyMonitor, save_monitor
 from training.readers.common import FormatError
@@ -121,6 +121,15 @@ def build_models_and_data(config: cfg.RunConfig, device) -> Setup:
     if distilling:
         student = build_student(config, run_data.labels, teacher)
         grids = check_compatible(teacher, student, config)
+    elif config.init_from:
+        try:
+            student = load_pretrained(config.path(config.init_from)).float()
+        except ModelLoadError as exc:
+            raise SystemExit(f"--init-from: {exc}") from None
+        if list(student.config.labels) != list(run_data.labels):
+            raise SystemExit(f"--init-from {config.init_from}: its labels are not the dataset's "
+                             f"({len(student.config.labels)} against {len(run_data.labels)})")
+        grids = None
     else:
         student = create_model(config.teacher_preset, num_classes=len(run_data.labels), labels=tuple(run_data.labels),
                                **config.decoder_overrides())

@@ -1,0 +1,90 @@
+"""The pretraining stream: freshly composed clips from the benchmark's train-side material.
+
+The benchmark's analogue of CAV-MAE's AudioSet pretraining: where CAV-MAE first
+sees two million clips of other material, a teacher here first sees clips that
+no split holds, composed on the fly by the same synthesis as the benchmark
+(:func:`.synth.synthesize`) from the training instances, the training
+backgrounds and the training noises only, so it never meets a held-out
+recording, picture, background or noise.  Every epoch composes new clips: clip
+``i`` of epoch ``e`` is drawn from a generator seeded by (seed, e, i), so an
+epoch is reproducible and a resumed run sees what an uninterrupted one would.
+Only the annotated frame a visit asks for is rendered, and nothing goes through
+an mp4: the reader hands the loader what the AVSBench readers hand it (fbank,
+frame, mask, target).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emktd.features import FbankConfig, audio_fbank, frames_to_tensor
+from training.readers.common import FormatError, Manifest, Reader, category_dir, multi_hot
+
+from . import sources
+from .synth import MODE_WEIGHTS, MODES, SynthConfig, instances_by_class, synthesize
+
+STREAM_KEY = 0x5EED  # keeps the stream's generators apart from the fixed splits'
+
+
+def synth_config(settings: dict) -> SynthConfig:
+    """The benchmark's synthesis settings from its benchmark.json (lists back to tuples)."""
+    kinds = {f.name: f.type for f in fields(SynthConfig)}
+    return SynthConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in kinds})
+
+
+class StreamReader(Reader):
+    """``clips`` freshly composed training clips per epoch, with the benchmark's labels."""
+
+    def __init__(self, root: Path, labels: list[str], fbank: FbankConfig, image_size: int, clips: int, seed: int,
+                 pack_path: Path | None = None):
+        from .build import ensure_pack
+
+        root = Path(root)
+        summary_path = root / "benchmark.json"
+        if not summary_path.is_file():
+            raise FormatError(f"{summary_path}: missing; the stream composes clips of a built embedded benchmark")
+        summary = json.loads(summary_path.read_text())
+        if pack_path is None and summary.get("pack") and Path(summary["pack"]).is_file():
+            pack_path = Path(summary["pack"])  # the pack the benchmark was built from, where it still is
+        pack_path = ensure_pack(pack_path)
+        self.pack = sources.load_pack(pack_path)
+        # A pack rebuilt from the same packages with the same recipe holds the same material
+        # (its file differs only in the zip's timestamps), so the recipe and the classes are compared.
+        recipe = summary.get("pack_recipe", self.pack.meta.get("recipe"))
+        if ([category_dir(c) for c in self.pack.classes[:len(labels)]] != list(labels)
+                or self.pack.meta.get("recipe") != recipe):
+            raise FormatError(f"{pack_path}: not a source pack of the recipe and classes {root} was built with; "
+                              "rebuild the benchmark (python -m training.embedded.build build)")
+        self.labels, self.fbank, self.image_size, self.seed = list(labels), fbank, image_size, seed
+        self.config = synth_config(summary.get("config", {}))
+        self.by_class = {c: v for c, v in instances_by_class(self.pack, "train", "seen").items() if c < len(labels)}
+        self.eligible = sorted(self.by_class)
+        self.items = [{"id": f"stream{i:06d}", "index": i} for i in range(clips)]
+        self.manifest = Manifest("stream", rows=clips)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def clip(self, index: int, frames: list[int] | None = None):
+        """Clip ``index`` of the current epoch (its annotated ``frames`` only, if given)."""
+        rng = np.random.default_rng([self.seed, STREAM_KEY, self.epoch, index])
+        mode = MODES[int(rng.choice(len(MODES), p=MODE_WEIGHTS))]
+        classes = [self.eligible[int(c)] for c in rng.choice(len(self.eligible), size=3, replace=False)]
+        return synthesize(self.pack, "train", index, self.seed, self.config, mode=mode, classes=classes,
+                          part="seen", rng=rng, only=frames)
+
+    def load(self, item, frames: list[int] | None = None) -> dict:
+        ks = list(range(self.config.annotated_frames)) if frames is None else frames
+        clip = self.clip(item["index"], ks)
+        masks = torch.from_numpy(clip.masks).float()[:, None]
+        masks = torch.nn.functional.interpolate(masks, size=(self.image_size, self.image_size), mode="nearest")
+        audio = audio_fbank(torch.from_numpy(clip.audio), self.config.sample_rate_hz, self.fbank)
+        return {"id": item["id"], "audio": audio, "frames": frames_to_tensor(clip.frames, self.image_size),
+                "masks": masks, "mask_valid": torch.ones(len(ks), dtype=torch.bool),
+                "target": multi_hot(clip.labels, len(self.labels))}

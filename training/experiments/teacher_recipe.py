@@ -1,0 +1,75 @@
+"""The bundled teacher's whole recipe, in one resumable command.
+
+    python -m training.experiments.teacher_recipe               # run what is missing, then publish to weights/teacher
+    python -m training.experiments.teacher_recipe --list        # the stages and which are done
+
+Stages, each a ``training/distill.py --task teacher`` run in runs/teacher-recipe/<stage>:
+1. ``pretrain``: the pretraining stream (training/embedded/stream.py: freshly composed clips
+   of the train-side material, new ones every epoch), the benchmark's analogue of CAV-MAE's
+   AudioSet pretraining; evaluated on val.
+2. ``finetune``: from the pretrained weights, on the fixed train split; evaluated on val.
+Both with the generalisation options of training/run/augment.py (audio and image
+augmentation, modality dropout) and label smoothing.  Then the fine-tuned teacher is
+published (float16) to --publish-to.  The entropy monitor is fitted on this teacher by the
+student's EM-KTD run and published beside it from there (docs/training.md).
+
+A stage with a metrics.json is done; one with a checkpoint resumes from it; an interrupted
+command loses at most one checkpoint interval (200 steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DISTILL = REPO / "training" / "distill.py"
+ROOT = Path("runs") / "teacher-recipe"
+
+GENERALISATION = ["--audio-augment", "0.25", "--image-augment", "0.5", "--modality-dropout", "0.2",
+                  "--label-smoothing", "0.1"]
+STAGES: dict[str, list[str]] = {
+    "pretrain": ["--train-source", "stream", "--stream-clips", "2400", "--epochs", "10", "--lr", "5e-4",
+                 "--warmup-epochs", "1"],
+    "finetune": ["--init-from", str(ROOT / "pretrain" / "student"), "--epochs", "6", "--lr", "2e-4",
+                 "--warmup-epochs", "0.5"],
+}
+COMMON = ["--task", "teacher", "--batch-size", "32", "--eval-split", "val", "--workers", "1", *GENERALISATION]
+
+
+def stage_args(name: str, root: Path) -> list[str]:
+    args = [*COMMON, *STAGES[name], "--out", str(root / name)]
+    if (root / name / "checkpoints" / "last.pt").is_file():
+        args += ["--resume", "true"]
+    return args
+
+
+def done(name: str, root: Path) -> bool:
+    return (root / name / "metrics.json").is_file()
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, default=ROOT, help=f"where the stage runs go (default {ROOT})")
+    p.add_argument("--publish-to", type=Path, default=Path("weights/teacher"))
+    p.add_argument("--list", action="store_true", help="print the stages and which are done")
+    args = p.parse_args(argv)
+    if args.root != ROOT:
+        STAGES["finetune"][1] = str(args.root / "pretrain" / "student")
+    for name in STAGES:
+        print(f"{name}: {'done' if done(name, args.root) else 'to run'}: python training/distill.py "
+              + " ".join(stage_args(name, args.root)), flush=True)
+    if args.list:
+        return
+    for name in STAGES:
+        if not done(name, args.root):
+            subprocess.run([sys.executable, str(DISTILL), *stage_args(name, args.root)], check=True, cwd=REPO)
+    subprocess.run([sys.executable, "-m", "training.experiments.publish", str(args.root / "finetune"),
+                    "--repo-id", "emktd/bench-teacher", "--dry-run", "--fp16", "--out", str(args.publish_to)],
+                   check=True, cwd=REPO)
+
+
+if __name__ == "__main__":
+    main()
