@@ -226,17 +226,15 @@ def fake_catalog(root: Path, monkeypatch) -> None:
     write_stamp(root / catalog.OPENCLIPART / "music/drum.png", (10, 200, 10))
     write_stamp(root / catalog.OPENCLIPART / "animals/dog2.png", (90, 60, 10))
     write_stamp(root / sources.STAMPS_DIR / "hobbies/drum.png", (200, 10, 200))
-    art = np.full((80, 100, 3), 255, np.uint8)
-    yy, xx = np.mgrid[:80, :100]
-    art[((yy - 40) / 30) ** 2 + ((xx - 50) / 40) ** 2 <= 1] = (180, 90, 30)
-    (root / catalog.ART4APPS / "animals").mkdir(parents=True)
-    buffer = io.BytesIO()
-    Image.fromarray(art).save(buffer, format="JPEG", quality=95)
-    (root / catalog.ART4APPS / "animals/dog.jpg").write_bytes(buffer.getvalue())
+    rgba = np.zeros((50, 70, 4), np.uint8)  # a drawing with a soft edge and a hole in its alpha
+    rgba[5:45, 5:65] = (180, 90, 30, 255)
+    rgba[20:30, 30:40, 3] = 0
+    rgba[5:45, 5, 3] = 100
+    Image.fromarray(rgba, "RGBA").save(root / catalog.OPENCLIPART / "animals/dog3.png")
     monkeypatch.setattr(catalog, "SOUNDFONTS", {"FakeGM": "usr/share/sounds/sf2/Fake.sf2"})
     monkeypatch.setattr(catalog, "INSTANCES", {
         "dog": (Instance("gcompris:farm/bark.ogg", "gcompris:farm/dog.svg"),
-                Instance("lmms:animals/woof.ogg", "art4apps:animals/dog.jpg"),
+                Instance("lmms:animals/woof.ogg", "openclipart:animals/dog3.png"),
                 Instance("sf2:FakeGM:^Bark", "openclipart:animals/dog2.png")),
         "violin": (Instance("sf2:FakeGM:^Violin", "openclipart:music/violin.png"),),
         "drum": (Instance("lmms:drums/snare.ogg", "openclipart:music/drum.png"),

@@ -12,7 +12,7 @@ SAMPLE = {str: "x", int: 3, float: 0.25, bool: True}
 SPECIAL = {"task": "teacher", "dataset": "embedded", "objective": "classification", "eval_split": "val",
            "method": "ktd+kd", "kernel": "poly", "monitor": "segmentation", "seed": 7, "workers": 0,
            "student_image_size": 64, "device": "cpu", "out": "runs/x", "mixup": 0.0,
-           "fill_teacher_cache": False, "resume": False}
+           "fill_teacher_cache": False, "resume": False, "train_source": "stream"}
 
 
 def sample(name):

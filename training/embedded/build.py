@@ -294,18 +294,20 @@ def stats(root: Path) -> str:
     return "\n".join(lines)
 
 
-def contact_sheet(root: Path, out: Path, count: int = 6, seed: int = 0) -> Path:
-    """A few S4/MS3 clips of the test split: their five frames with the sounding-object masks overlaid."""
+def contact_sheet(root: Path, out: Path, count: int = 8, seed: int = 0) -> Path:
+    """A few S4/MS3 clips of the test split, one per mode of each part (seen, then new instances)
+    in turn: their five frames with the sounding-object masks overlaid."""
     import cv2
 
     root = Path(root)
     records = read_clips(root)
     rng = np.random.default_rng(seed)
-    by_mode = {m: [r for r in records if r["split"] == "test" and r["mode"] == m and r["formats"]]
-               for m in ("clean", "audio", "visual", "multi")}
+    pools = {(p, m): [r for r in records if r["split"] == "test" and r.get("part", "seen") == p
+                      and r["mode"] == m and r["formats"]]
+             for p in ("seen", "new") for m in ("clean", "audio", "visual", "multi")}
     chosen = []
-    while len(chosen) < count and any(by_mode.values()):
-        for mode, items in by_mode.items():
+    while len(chosen) < count and any(pools.values()):
+        for items in pools.values():
             if items and len(chosen) < count:
                 chosen.append(items.pop(int(rng.integers(len(items)))))
     rows = []
@@ -324,7 +326,7 @@ def contact_sheet(root: Path, out: Path, count: int = 6, seed: int = 0) -> Path:
             cv2.drawContours(image, contours, -1, (255, 255, 0), 1)
             tiles.append(image)
         strip = np.concatenate(tiles, axis=1)
-        label = f"{r['mode']}: {' + '.join(r['labels'])}"
+        label = f"{'new instances, ' if r.get('part') == 'new' else ''}{r['mode']}: {' + '.join(r['labels'])}"
         if r["silent_on_screen"]:
             label += f" (silent: {', '.join(r['silent_on_screen'])})"
         label += f" | audio {r['audio']}" + (f", SNR {r['snr_db']:.0f} dB" if r["snr_db"] is not None else "")

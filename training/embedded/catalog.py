@@ -16,8 +16,6 @@ Addresses name a file inside a package:
   pictures  ``gcompris:<bundle>/<file>.svg``  a GCompris drawing (rendered with resvg; alpha from the drawing)
             ``openclipart:<path>``        an Open Clip Art PNG (alpha from the file)
             ``emoji:<code point>``        a Noto Color Emoji glyph (alpha from the glyph)
-            ``art4apps:<path>``           an Art4Apps drawing (JPEG on white: alpha made by flood-filling
-                                          the near-white background from the border, then a 1-pixel erosion)
             ``tuxpaint:<stamp>``          a silent Tux Paint stamp's PNG (alpha from the file)
 """
 
@@ -29,17 +27,14 @@ PACKAGES = {
     "gcompris-qt-data": "GPL-3+ (activity sounds; drum_kit.ogg CC Sampling Plus 1.0; drawings CC-BY-SA-4.0 or GPL-3)",
     "openclipart-png": "public domain (Open Clip Art Library)",
     "fluid-soundfont-gm": "MIT (Fluid R3 GM SoundFont, Frank Wen)",
-    "timgm6mb-soundfont": "GPL-2 (TimGM6mb SoundFont, Tim Brechbill)",
     "lmms-common": "GPL-2+ (LMMS samples)",
     "fonts-noto-color-emoji": "Apache-2.0 images, OFL-1.1 font (Noto Color Emoji)",
-    "pysiogame": "CC-BY-SA (Art4Apps drawings, as credited by eduActiv8)",
 }
 GCOMPRIS_RCC = "usr/share/gcompris-qt/rcc"
 LMMS_SAMPLES = "usr/share/lmms/samples"
-SOUNDFONTS = {"FluidR3_GM": "usr/share/sounds/sf2/FluidR3_GM.sf2", "TimGM6mb": "usr/share/sounds/sf2/TimGM6mb.sf2"}
+SOUNDFONTS = {"FluidR3_GM": "usr/share/sounds/sf2/FluidR3_GM.sf2"}
 OPENCLIPART = "usr/share/openclipart/png"
 EMOJI_FONT = "usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
-ART4APPS = "usr/share/games/pysiogame/res/images/art4apps"
 
 FARM = "explore_farm_animals"
 BAND = "instruments"
@@ -66,10 +61,13 @@ def _band(instrument: str) -> Instance:
 # Left out because their pictures are one drawing twice (GCompris's drawing was made from the
 # Open Clip Art one): flute_ganson, maracas_ganson, french_horn_ganson, tenor_trombone_ganson,
 # trumpet_b_flat__ganson, harp2_ganson; so horn and trombone have one instance and are not classes.
+# Not used: the TimGM6mb SoundFont, whose samples are GPL-2-only, which cannot be combined in one
+# clip with GCompris's GPL-3+ recordings; eduActiv8's Art4Apps drawings, credited as CC-BY-SA
+# without a version (only 4.0 may be combined with GPL-3 material).
 INSTANCES: dict[str, tuple[Instance, ...]] = {
     "dog": (_farm("dog"),
             Instance(f"gcompris:{MEMORY}/LRBark_1_LA_cut.ogg", "emoji:1F415"),
-            Instance(f"gcompris:{MEMORY}/LRBark_3_LA_cut.ogg", "art4apps:animals/dog.jpg")),
+            Instance(f"gcompris:{MEMORY}/LRBark_3_LA_cut.ogg", "openclipart:animals/mammals/dogs/beagle_copper_ganson.png")),
     "cat": (_farm("cat"),),
     "cow": (_farm("cow"),),
     "pig": (_farm("pig"),),
@@ -78,44 +76,38 @@ INSTANCES: dict[str, tuple[Instance, ...]] = {
     "duck": (_farm("duck"),),
     "owl": (_farm("owl"),),
     "hen": (_farm("chicken", "chickens"),),
-    "frog": (Instance(f"gcompris:{MEMORY}/LRFrogsInPondDuringStormLACut.ogg", "art4apps:animals/frog.jpg"),),
+    "frog": (Instance(f"gcompris:{MEMORY}/LRFrogsInPondDuringStormLACut.ogg", "openclipart:animals/rana01_architetto_france_01.png"),),
     "cello": (_band("cello"),
               Instance("lmms:instruments/cello01.ogg", f"openclipart:{OC_MUSIC}/cello_ganson.png"),
               Instance("sf2:FluidR3_GM:^Cello", f"openclipart:{OC_MUSIC}/cello_mo_01.png")),
     "violin": (_band("violin"),
                Instance("lmms:instruments/violin_fingered01.ogg", f"openclipart:{OC_MUSIC}/violin_ganson.png"),
-               Instance("sf2:FluidR3_GM:^Violin", f"openclipart:{OC_MUSIC}/violin_mo_01.png"),
-               Instance("sf2:TimGM6mb:^Violin", "emoji:1F3BB")),
+               Instance("sf2:FluidR3_GM:^Violin", "emoji:1F3BB")),
     "drum kit": (_band("drum_kit"),
                  Instance("lmms:beats/break01.ogg", f"openclipart:{OC_MUSIC}/drums_jarno_vasamaa_.png")),
     "cymbal": (_band("cymbal"),),
     "accordion": (_band("accordion"), Instance("sf2:FluidR3_GM:^Accordian", "emoji:1FA97")),
     "banjo": (_band("banjo"), Instance("sf2:FluidR3_GM:^Banjo", "emoji:1FA95")),
     "electric guitar": (_band("electric_guitar"),
-                        Instance("sf2:TimGM6mb:^Dist Gtr", "tuxpaint:hobbies/music/string/guitar_electric"),
                         Instance("sf2:FluidR3_GM:^Distortion",
                                  f"openclipart:{OC_MUSIC}/electric_guitar_andrea__01r.png"),
                         Instance("lmms:instruments/steel_guitar_heavy_distorted01.ogg", "emoji:1F3B8")),
     "flute": (_band("flute_traversiere"), Instance("sf2:FluidR3_GM:^Flute", "emoji:1FA88")),
     "guitar": (_band("guitar"),
                Instance("lmms:latin/latin_guitar01.ogg", "tuxpaint:hobbies/music/string/guitar_classical"),
-               Instance("sf2:FluidR3_GM:^Nylon", f"openclipart:{OC_MUSIC}/guitar_ganson.png"),
-               Instance("sf2:TimGM6mb:^N Guitar", f"openclipart:{OC_MUSIC}/guitar_jarno_vasamaa1.png")),
+               Instance("sf2:FluidR3_GM:^Nylon", f"openclipart:{OC_MUSIC}/guitar_ganson.png")),
     "harp": (_band("harp"),
-             Instance("sf2:FluidR3_GM:^Harp(?!sichord)", f"openclipart:{OC_MUSIC}/harp1_ganson.png"),
-             Instance("sf2:TimGM6mb:^Harp(?!sichord)", f"openclipart:{OC_MUSIC}/harp_mo_01.png")),
-    "maracas": (_band("maracas"), Instance("sf2:TimGM6mb:^Maracas", "emoji:1FA87")),
+             Instance("sf2:FluidR3_GM:^Harp(?!sichord)", f"openclipart:{OC_MUSIC}/harp1_ganson.png")),
+    "maracas": (_band("maracas"), Instance("sf2:FluidR3_GM:^Maracas", "emoji:1FA87")),
     "piano": (_band("piano"),
               Instance("lmms:instruments/piano01.ogg", f"openclipart:{OC_MUSIC}/piano_geraint_luff_01.png"),
-              Instance("sf2:TimGM6mb:^Piano", "emoji:1F3B9")),
+              Instance("sf2:FluidR3_GM:^P200 Piano", "emoji:1F3B9")),
     "saxophone": (_band("saxophone"),
-                  Instance("sf2:FluidR3_GM:^Alto", f"openclipart:{OC_MUSIC}/saxophone_jarno_vasamaa_.png"),
-                  Instance("sf2:TimGM6mb:^Alto", "emoji:1F3B7")),
+                  Instance("sf2:FluidR3_GM:^Alto", "emoji:1F3B7")),
     "snare drum": (_band("snare_drum"), Instance("lmms:drums/snare_acoustic01.ogg", "emoji:1F941")),
     "trumpet": (_band("trumpet"),
                 Instance("lmms:instruments/trumpet01.ogg", "tuxpaint:hobbies/music/brass/trumpet"),
-                Instance("sf2:FluidR3_GM:^tp_", f"openclipart:{OC_MUSIC}/trumpet_pocket_colour_ganso.png"),
-                Instance("sf2:TimGM6mb:^Trump", "emoji:1F3BA")),
+                Instance("sf2:FluidR3_GM:^tp_", "emoji:1F3BA")),
 }
 
 

@@ -21,7 +21,6 @@ from .soundfont import phrase, read_samples
 
 PHRASE_NOTES = 6  # a SoundFont instance plays this many of its samples, spread over its pitch range
 MIDDLE_KEYS = (45, 84)  # MIDI keys A2 to C6
-WHITE = 235  # art4apps background: a pixel this bright in every channel, connected to the border
 
 
 class OriginError(ValueError):
@@ -41,19 +40,6 @@ def _thumbnail(image, max_side: int) -> np.ndarray:
     image = image.convert("RGBA")
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return np.asarray(image, dtype=np.uint8)
-
-
-def white_background_alpha(rgb: np.ndarray) -> np.ndarray:
-    """Alpha for a drawing on white: 0 where a near-white region touches the border, else 255,
-    with the object's edge eroded by one pixel so that no white fringe stays."""
-    import cv2
-
-    white = np.all(rgb >= WHITE, axis=-1).astype(np.uint8)
-    count, labels = cv2.connectedComponents(white, connectivity=4)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    background = np.isin(labels, border[border > 0]) if count > 1 else np.zeros_like(white, bool)
-    alpha = np.where(background, 0, 255).astype(np.uint8)
-    return cv2.erode(alpha, np.ones((3, 3), np.uint8))
 
 
 class Origins:
@@ -140,10 +126,6 @@ class Origins:
                     else self._file(address + ".png", "usr/share/tuxpaint/stamps"))
             with Image.open(path) as image:
                 rgba = _thumbnail(image, max_side)
-        elif kind == "art4apps":
-            with Image.open(self._file(address, catalog.ART4APPS)) as image:
-                rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-            rgba = _thumbnail(Image.fromarray(np.dstack([rgb, white_background_alpha(rgb)])), max_side)
         elif kind == "emoji":
             rgba = _thumbnail(self._emoji(address, rest), max_side)
         else:

@@ -2,9 +2,11 @@
 
     python -m training.experiments.make_examples [--root data/emktd-bench]
 
-The rule (no model is consulted): for each informativeness mode in MODES, the first test
-clip, in id order, set on a background photograph whose sounding objects cover at least
-MIN_MASK of the frame.  The clips keep the licences of the material they are made of.
+The rule (no model is consulted): for each informativeness mode in MODES and each part of the
+test split (seen instances, and new instances: recordings and pictures no training clip
+holds), the first test clip, in id order, set on a background photograph whose sounding
+objects cover at least MIN_MASK of the frame.  The clips keep the licences of the material
+they are made of.
 """
 
 from __future__ import annotations
@@ -13,27 +15,32 @@ import argparse
 import shutil
 from pathlib import Path
 
+from training.embedded import sources
 from training.embedded.clips import read_clips
 
 REPO = Path(__file__).resolve().parents[2]
 MODES = ("clean", "multi", "audio", "visual")
+PARTS = ("seen", "new")
 MIN_MASK = 0.06
 MAX_TOTAL_BYTES = 2 * 2**20
 
 NOTICE = """# Example clips
 
 Clips of the embedded benchmark's test split, picked by `python -m training.experiments.make_examples` (for each
-informativeness mode, the first test clip on a background photograph whose sounding objects cover
-at least {min_mask:.0%} of the frame). Each is 5 s of 224x224 H.264 + AAC.
+informativeness mode and each part of the test split, the first test clip on a background
+photograph whose sounding objects cover at least {min_mask:.0%} of the frame). Clips marked `new`
+are of new instances: their recordings and pictures appear in no training clip. Each is 5 s of
+224x224 H.264 + AAC.
 
-| file | sounding | mode | on screen (Tux Paint stamps) | background | noise (sonic-pi) |
-|---|---|---|---|---|---|
+| file | sounding | mode | instances | objects (Tux Paint stamps or catalogue instances) | background | noise (sonic-pi) |
+|---|---|---|---|---|---|---|
 {rows}
 
-Licences: the stamp pictures and their sounds come from Debian's `tuxpaint-stamps-default` and the
-background photographs from `tuxpaint-data`, both GPL-2+; the background noise recordings from
-`sonic-pi-samples`, CC0. These clips are derived works under the GPL-2+ (the code of this
-project is Apache-2.0).
+Licences of the material, by Debian package:
+{licences}
+
+These clips are derived works of that material (GPL-3+ where a GCompris recording is in them,
+else GPL-2+); the code of this project is Apache-2.0.
 """
 
 
@@ -44,29 +51,32 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     records = read_clips(args.root)
     chosen = []
-    for mode in MODES:
-        for r in sorted(records, key=lambda r: r["id"]):
-            if (r["split"] == "test" and r["mode"] == mode and r["background"] != "scene"
-                    and r["mask_fraction"] >= MIN_MASK and "vggsound" in r["formats"]):
-                chosen.append(r)
-                break
-        else:
-            raise SystemExit(f"{args.root}: no test clip of mode {mode!r} fits the rule")
+    for part in PARTS:
+        for mode in MODES:
+            for r in sorted(records, key=lambda r: r["id"]):
+                if (r["split"] == "test" and r.get("part", "seen") == part and r["mode"] == mode
+                        and r["background"] != "scene" and r["mask_fraction"] >= MIN_MASK and "vggsound" in r["formats"]):
+                    chosen.append(r)
+                    break
+            else:
+                raise SystemExit(f"{args.root}: no {part}-instance test clip of mode {mode!r} fits the rule")
     args.out.mkdir(parents=True, exist_ok=True)
     for old in args.out.glob("*.mp4"):
         old.unlink()
     rows, total = [], 0
     for r in chosen:
         source = args.root / "vggsound" / "video" / f"{r['id']}_000000.mp4"
-        name = f"{'-'.join(r['sounding'])}-{r['mode']}.mp4"
+        part = r.get("part", "seen")
+        name = f"{'-'.join(r['sounding']).replace(' ', '_')}-{r['mode']}{'-new' if part == 'new' else ''}.mp4"
         shutil.copyfile(source, args.out / name)
         total += source.stat().st_size
-        rows.append(f"| {name} | {', '.join(r['sounding'])} | {r['mode']} (audio {r['audio']}) | "
+        rows.append(f"| {name} | {', '.join(r['sounding'])} | {r['mode']} (audio {r['audio']}) | {part} | "
                     f"{', '.join(r['stamps'])} ({r['distractors']} silent distractors) | {r['background']} | "
                     f"{r['noise']} |")
     if total > MAX_TOTAL_BYTES:
         raise SystemExit(f"the examples take {total / 2**20:.2f} MB, over the {MAX_TOTAL_BYTES / 2**20:.0f} MB budget")
-    (args.out / "README.md").write_text(NOTICE.format(min_mask=MIN_MASK, rows="\n".join(rows)))
+    licences = "\n".join(f"- `{name}`: {text}" for name, text in sources.PACKAGES.items())
+    (args.out / "README.md").write_text(NOTICE.format(min_mask=MIN_MASK, rows="\n".join(rows), licences=licences))
     print(f"{args.out}: {len(chosen)} clips, {total / 1024:.0f} KB")
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from emktd.hub import load_pretrained, save_pretrained
 from emktd.monitor import MONITOR_CONFIG, MONITOR_WEIGHTS
+from training.embedded.sources import PACKAGES
 
-LICENCES = ("Code: Apache-2.0. Training data of the embedded benchmark: Tux Paint stamps and photographs "
-            "(Debian tuxpaint-stamps-default, tuxpaint-data; GPL-2+) and sonic-pi samples (Debian "
-            "sonic-pi-samples; CC0).")
+LICENCES = ("Code: Apache-2.0. Training data of the embedded benchmark, by Debian package: "
+            + "; ".join(f"{name}: {text}" for name, text in PACKAGES.items()) + ".")
 
 
 def _fmt(value, digits=1, scale=100.0):
