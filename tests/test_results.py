@@ -25,7 +25,7 @@ def test_records_and_table(tmp_path):
     results.record(fake_run(tmp_path / "t", 0, 0.80, 0.70, task="teacher"), "teacher", out)
     text = results.table(out)
     lines = text.splitlines()
-    assert lines[2].startswith("| teacher | - | 1 |")
+    assert lines[2].startswith("| teacher | from scratch, lr 0.0005, 8 ep | 1 |")
     # Two seeds of one setting: mean 65.0, sample standard deviation 7.1 (top-1); 45.0 ± 7.1 (S4 mIoU).
     emktd = next(line for line in lines if "emktd+kd" in line)
     assert "| 2 | 347,970 | 65.0 ± 7.1 | 50.0 ± 0.0 | 45.0 ± 7.1 | - |" in emktd
@@ -77,3 +77,20 @@ def test_val_runs_go_to_the_sweep_table_and_teacher_reevaluation(tmp_path):
     assert entry["student"]["top1"] == 0.8 and entry["evaluated_in"] == str(tmp_path / "a")
     with pytest.raises(SystemExit, match="teacher run"):
         results.record(tmp_path / "a", "x", out, evaluation_from=tmp_path / "a")
+
+
+def test_teacher_recipe_stages_and_ablations(tmp_path):
+    from training.experiments import teacher_recipe as recipe
+
+    pre = recipe.stage_args("pretrain", tmp_path)
+    assert pre[pre.index("--train-source") + 1] == "stream" and pre[-2:] == ["--out", str(tmp_path / "pretrain")]
+    (tmp_path / "pretrain" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "pretrain" / "checkpoints" / "last.pt").write_bytes(b"")
+    assert recipe.stage_args("pretrain", tmp_path)[-2:] == ["--resume", "true"]  # an interrupted stage resumes
+    fine = recipe.stage_args("finetune", tmp_path)
+    for name, (flag, value) in recipe.ABLATIONS.items():
+        args = recipe.stage_args(name, tmp_path)
+        assert len(args) == len(fine) - (2 if value is None else 0)
+        assert (flag in args) == (value is not None) and (value is None or args[args.index(flag) + 1] == value)
+        changed = {a for a in args if a not in fine} - {str(tmp_path / name), value}
+        assert not changed, (name, changed)  # one option differs, nothing else

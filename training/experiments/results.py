@@ -22,15 +22,16 @@ from training.run.methods import METHODS
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 SETTING = ("task", "method", "kernel", "gamma", "lam", "beta", "student", "student_image_size", "epochs", "dataset",
-           "eval_split", "lr")
+           "eval_split", "lr", "train_source", "init_from", "audio_augment", "image_augment", "modality_dropout")
 CLASSIFICATION_COLUMNS = [("top-1", ("top1",), 100), ("mAP", ("mAP",), 100)]
 
 
-def columns(datasets: list[str]) -> list[tuple[str, tuple[str, ...], float]]:
+def columns(datasets: list[str], present: set[str] | None = None) -> list[tuple[str, tuple[str, ...], float]]:
     """The table's columns: classification, then mIoU and legacy F of each evaluation part that the
     records' dataset entries report apart (S4 and MS3 for the embedded benchmark); where an entry
     reports groups of clips apart (seen and new instances), the first group's under the plain
-    names and each further group's top-1, mAP and mIoU under its name."""
+    names and each further group's top-1, mAP and mIoU under its name (only the groups in
+    ``present``, when given: records made before a group existed have no column for it)."""
     parts, groups = [], []
     for name in datasets:
         entry = DATASET_ENTRIES.get(name)
@@ -41,7 +42,7 @@ def columns(datasets: list[str]) -> list[tuple[str, tuple[str, ...], float]]:
     found += [column for part in parts for column in (
         (f"{part} mIoU", first + ("segmentation_by_part", part, "mIoU"), 100),
         (f"{part} F (legacy)", first + ("segmentation_by_part", part, "legacy_fscore"), 100))]
-    for group in groups[1:]:
+    for group in (g for g in groups[1:] if present is None or g in present):
         found += [(f"{group} {label}", ("by_group", group) + keys, scale) for label, keys, scale in CLASSIFICATION_COLUMNS]
         found += [(f"{group} {part} mIoU", ("by_group", group, "segmentation_by_part", part, "mIoU"), 100)
                   for part in parts]
@@ -121,7 +122,8 @@ def table(results_dir: Path = RESULTS, split: str = "test") -> str:
     if not entries:
         raise SystemExit(f"{results_dir}: no run records on {split}; write some with "
                          "`python -m training.experiments.results record`")
-    cols = columns(sorted({e["config"]["dataset"] for e in entries}))
+    present = {g for e in entries for g in e["student"].get("by_group", {})}
+    cols = columns(sorted({e["config"]["dataset"] for e in entries}), present)
     header = "| model | method | seeds | parameters | " + " | ".join(c[0] for c in cols) + " |"
     lines = [header, "|---|---|---:|---:|" + "---:|" * len(cols)]
     for _, runs in _grouped(entries):
@@ -158,8 +160,13 @@ def _labels(c: dict) -> tuple[str, str]:
     kernel = {"rbf": f"rbf, γ={c.get('gamma')}", "poly": f"poly, d={c.get('degree')}, c={c.get('coef0')}",
               "linear": "linear"}.get(c.get("kernel"), c.get("kernel"))
     entry = METHODS.get(c["method"].split("+")[0])
-    method = "-" if c["task"] == "teacher" else c["method"] + (
-        f" ({kernel})" if entry is not None and entry.uses_kernel else "")
+    if c["task"] == "teacher":
+        how = ("pretraining stream" if c.get("train_source") == "stream"
+               else "fine-tuned" if c.get("init_from") else "from scratch")
+        options = [f"{name} {c[key]:g}" for key, name in (("audio_augment", "audio aug"), ("image_augment", "image aug"),
+                   ("modality_dropout", "modality dropout")) if c.get(key)]
+        return label, ", ".join([how, *options, f"lr {c['lr']:g}", f"{c['epochs']} ep"])
+    method = c["method"] + (f" ({kernel})" if entry is not None and entry.uses_kernel else "")
     if c["task"] != "teacher":
         lam = f", λ={c['lam']}" if entry is not None and entry.uses_monitor else ""
         method += f"{lam}, lr {c['lr']:g}, {c['epochs']} ep"
