@@ -62,10 +62,12 @@ def test_example_clips(demo, example):
     assert Path(example).stat().st_size < 2 * 2**20
     out = outputs(demo.handle(example))
     assert_analysed(out, demo)
-    # The teacher names a sounding class on clips whose sound tells it (its test top-1 there is 86-95 %);
-    # the ground truth is the benchmark's record, written in the examples' notice.
-    sounding, mode = Path(example).stem.rsplit("-", 1)[0].split("-"), Path(example).stem.rsplit("-", 1)[1]
-    if mode != "visual":
+    # On seen-instance clips whose sound tells the class, the teacher names a sounding class (the
+    # ground truth is the benchmark's record, written in the examples' notice); on new instances it
+    # may not (see docs/results.md), so nothing is asserted there.
+    stem = Path(example).stem
+    sounding, mode = stem.rsplit("-", 1)[0].split("-"), stem.rsplit("-", 1)[1]
+    if mode not in ("visual", "new"):
         assert next(iter(out["teacher_label"])) in sounding
 
 
@@ -181,7 +183,7 @@ def test_help_documents_the_options(capsys):
 
 def test_examples_carry_their_licence_notice():
     notice = (REPO / "examples" / "README.md").read_text()
-    assert "GPL-2+" in notice and "CC0" in notice
+    assert "GPL-2+" in notice and "GPL-3+" in notice and "CC0" in notice
     for example in app.examples():
         assert Path(example).name in notice
     assert sum(Path(p).stat().st_size for p in app.examples()) <= 2 * 2**20

@@ -75,6 +75,12 @@ def test_val_runs_go_to_the_sweep_table_and_teacher_reevaluation(tmp_path):
     path = results.record(teacher, "teacher", out, evaluation_from=tmp_path / "a")
     entry = json.loads(path.read_text())
     assert entry["student"]["top1"] == 0.8 and entry["evaluated_in"] == str(tmp_path / "a")
+    # a teacher run that evaluated itself on val, evaluated on test by the distillation run: a test record
+    tuned = fake_run(tmp_path / "tv", 0, 0.65, 0.60, task="teacher")
+    config = json.loads((tuned / "config.json").read_text())
+    (tuned / "config.json").write_text(json.dumps({**config, "eval_split": "val"}))
+    entry = json.loads(results.record(tuned, "teacher-val", out, evaluation_from=tmp_path / "a").read_text())
+    assert entry["config"]["eval_split"] == "test" and entry["student"]["top1"] == 0.8
     with pytest.raises(SystemExit, match="teacher run"):
         results.record(tmp_path / "a", "x", out, evaluation_from=tmp_path / "a")
 

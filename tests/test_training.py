@@ -137,6 +137,18 @@ def test_teacher_pretrained_on_the_stream_then_fine_tuned(small_bench, tmp_path)
     fails_fast([*common, "--modality-dropout", "1.5", "--out", str(run)], "at most 1", run)
 
 
+def test_a_run_fills_the_disk_cache_of_teacher_outputs_then_reads_it(small_bench, teacher_dir, tmp_path):
+    cache = ["--teacher-cache-dir", str(tmp_path / "cache"), "--fill-teacher-cache", "true", "--method", "ktd+kd"]
+    first = tmp_path / "first"
+    distill.main(args(small_bench, teacher_dir, first, *cache, "--stop-after-steps", "1"))
+    folders = list((tmp_path / "cache").iterdir())
+    assert len(folders) == 1 and len(list(folders[0].glob("*.safetensors"))) == 12 * 5  # every train clip frame
+    assert next(r for r in records(first) if r["type"] == "teacher_cache")["filled"] == 60
+    second = tmp_path / "second"  # a later run finds every output cached and fills nothing
+    distill.main(args(small_bench, teacher_dir, second, *cache, "--stop-after-steps", "1"))
+    assert not any(r["type"] == "teacher_cache" for r in records(second))
+
+
 def fails_fast(argv, match, run):
     with pytest.raises(SystemExit, match=match):
         distill.main(argv)

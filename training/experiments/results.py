@@ -79,6 +79,8 @@ def record(run: Path, name: str, out_dir: Path = RESULTS, evaluation_from: Path 
                              "evaluated its teacher")
         entry["student"] = _summary(other["teacher"])
         entry["evaluated_in"] = str(evaluation_from)
+        other_config = json.loads((Path(evaluation_from) / "config.json").read_text())
+        entry["config"] = {**config, "eval_split": other_config.get("eval_split", "test")}  # where it was evaluated
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps(entry, indent=1) + "\n")

@@ -146,19 +146,19 @@ def teacher_cache(config: cfg.RunConfig, setup: Setup, folder: RunFolder, device
     teacher = setup.teacher
     if teacher is None or (config.cache_teacher_gb <= 0 and not config.teacher_cache_dir):
         return None
-    folder = None
+    cache_dir = None
     if config.teacher_cache_dir:
         c = teacher.config
-        folder = cache_folder(config.path(config.teacher_cache_dir), teacher, config, {
+        cache_dir = cache_folder(config.path(config.teacher_cache_dir), teacher, config, {
             "audio_frames": c.audio_frames, "num_mel_bins": c.num_mel_bins, "image_size": c.image_size})
-    cache = TeacherCache(config.cache_teacher_gb, folder)
-    if folder is not None and config.fill_teacher_cache and world()[0] == 0:
+    cache = TeacherCache(config.cache_teacher_gb, cache_dir)
+    if cache_dir is not None and config.fill_teacher_cache and world()[0] == 0:
         pairs = data.AllFrames(setup.data.train.clips, config.frames_per_clip, lambda key: not cache.has(key))
         if len(pairs):
             started = time.time()
             count = fill_cache(config, teacher, pairs, cache, device, progress)
             folder.log({"type": "teacher_cache", "filled": count, "seconds": round(time.time() - started, 1)})
-            print(f"{folder}: teacher outputs of {count} clip frames cached in {time.time() - started:.0f} s",
+            print(f"{cache_dir}: teacher outputs of {count} clip frames cached in {time.time() - started:.0f} s",
                   flush=True)
         cache.drop_memory()
     barrier()
