@@ -36,7 +36,7 @@ from training.readers.common import FormatError, category_dir, read_mask, read_r
 
 from . import sources, writers
 from .clips import read_clips
-from .synth import SynthConfig, clip_rng, instances_by_class, synthesize
+from .synth import MODES, PARTS, SynthConfig, clip_rng, instances_by_class, synthesize
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO / "data" / "emktd-bench"
@@ -304,7 +304,7 @@ def contact_sheet(root: Path, out: Path, count: int = 8, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     pools = {(p, m): [r for r in records if r["split"] == "test" and r.get("part", "seen") == p
                       and r["mode"] == m and r["formats"]]
-             for p in ("seen", "new") for m in ("clean", "audio", "visual", "multi")}
+             for p in PARTS for m in MODES}
     chosen = []
     while len(chosen) < count and any(pools.values()):
         for items in pools.values():

@@ -7,7 +7,7 @@ catalogue adds the others, in order.  How a class's instances are split
 (:func:`split_of`): the last listed goes to the test split's new-instance part,
 the one before it to val's new-instance part when the class has four or more,
 the rest to training.  A class with a single instance stays in the seen-instance
-part only (``single_instance_classes``).
+part only; :func:`sources.instance_plan` applies these rules.
 
 Addresses name a file inside a package:
   sounds    ``gcompris:<bundle>/<file>``  a file in a GCompris Qt resource bundle

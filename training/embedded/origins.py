@@ -16,6 +16,7 @@ import numpy as np
 from emktd.features import SAMPLE_RATE_HZ
 
 from . import catalog
+from .sources import rgba_picture
 from .rcc import read_rcc
 from .soundfont import phrase, read_samples
 
@@ -25,21 +26,6 @@ MIDDLE_KEYS = (45, 84)  # MIDI keys A2 to C6
 
 class OriginError(ValueError):
     """An address that names nothing usable."""
-
-
-def crop_opaque(rgba: np.ndarray, where: str) -> np.ndarray:
-    ys, xs = np.nonzero(rgba[..., 3] > 8)
-    if ys.size == 0:
-        raise OriginError(f"{where}: fully transparent picture")
-    return np.ascontiguousarray(rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
-
-
-def _thumbnail(image, max_side: int) -> np.ndarray:
-    from PIL import Image
-
-    image = image.convert("RGBA")
-    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return np.asarray(image, dtype=np.uint8)
 
 
 class Origins:
@@ -120,17 +106,15 @@ class Origins:
             svg = self._bundle_file(address).decode("utf-8")
             png = bytes(resvg_py.svg_to_bytes(svg_string=svg, width=max_side * 2))
             with Image.open(io.BytesIO(png)) as image:
-                rgba = _thumbnail(image, max_side)
-        elif kind in ("openclipart", "tuxpaint"):
+                return rgba_picture(image, max_side, address)
+        if kind in ("openclipart", "tuxpaint"):
             path = (self._file(address, catalog.OPENCLIPART) if kind == "openclipart"
                     else self._file(address + ".png", "usr/share/tuxpaint/stamps"))
             with Image.open(path) as image:
-                rgba = _thumbnail(image, max_side)
-        elif kind == "emoji":
-            rgba = _thumbnail(self._emoji(address, rest), max_side)
-        else:
-            raise OriginError(f"{address}: unknown kind of picture address {kind!r}")
-        return crop_opaque(rgba, address)
+                return rgba_picture(image, max_side, address)
+        if kind == "emoji":
+            return rgba_picture(self._emoji(address, rest), max_side, address)
+        raise OriginError(f"{address}: unknown kind of picture address {kind!r}")
 
     def _emoji(self, address: str, code: str):
         from PIL import Image, ImageDraw, ImageFont

@@ -239,17 +239,25 @@ def _to_pcm(audio: np.ndarray) -> np.ndarray:
     return np.round(audio / peak * 32000).astype(np.int16)  # peak-normalised: gain is set at mixing
 
 
+def rgba_picture(image, max_side: int, where) -> np.ndarray:
+    """A PIL image -> RGBA uint8 of at most ``max_side`` a side, cropped to its opaque part
+    (``where`` names it in the error a fully transparent picture gets)."""
+    from PIL import Image
+
+    image = image.convert("RGBA")
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    rgba = np.asarray(image, dtype=np.uint8)
+    ys, xs = np.nonzero(rgba[..., 3] > 8)
+    if ys.size == 0:
+        raise SourceError(f"{where}: fully transparent image")
+    return np.ascontiguousarray(rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
+
+
 def _rgba(path: Path, max_side: int) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as image:
-        image = image.convert("RGBA")
-        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        rgba = np.asarray(image, dtype=np.uint8)
-    ys, xs = np.nonzero(rgba[..., 3] > 8)
-    if ys.size == 0:
-        raise SourceError(f"{path}: fully transparent image")
-    return np.ascontiguousarray(rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
+        return rgba_picture(image, max_side, path)
 
 
 def _background(path: Path) -> np.ndarray:
@@ -318,15 +326,15 @@ def collect(root: Path, progress: bool = True) -> Pack:
     if missing:
         raise SourceError(f"{stamps_root}: stamps the class list expects are missing: {missing}")
 
-    classes = list(CLASSES) + [name for name, items in catalog.INSTANCES.items()
-                               if name not in CLASSES and len(items) >= 2]
+    plan = instance_plan()
+    classes = list(CLASSES) + list(dict.fromkeys(name for name, *_ in plan if name not in CLASSES))
     stamps = []
     for stamp in tqdm(sorted(assigned), desc="object stamps", disable=not progress):
         stamps.append({"name": stamp, "class": classes.index(assigned[stamp]), "split": "train",
                        "origin": {"sound": f"tuxpaint:{stamp}", "picture": f"tuxpaint:{stamp}"},
                        "image": _rgba(stamps_root / f"{stamp}.png", STAMP_MAX_SIDE),
                        "sound": decode_sound(stamps_root / f"{stamp}.ogg")})
-    stamps += further_instances(root, classes, progress)
+    stamps += further_instances(root, plan, classes, progress)
     _check_distinct_recordings(stamps, classes)
 
     sounding = set(found)
@@ -363,26 +371,33 @@ def collect(root: Path, progress: bool = True) -> Pack:
     return Pack(classes, stamps, distractors, backgrounds, noises, meta)
 
 
-def further_instances(root: Path, classes: list[str], progress: bool = True) -> list[dict]:
-    """The catalogue's instances of the kept classes, each with its split (:func:`catalog.split_of`)."""
+def instance_plan() -> list[tuple[str, int, str, catalog.Instance]]:
+    """(class, instance number, split, instance) of every catalogue instance the benchmark keeps:
+    a class's Tux Paint stamps are its instance 0; a class without stamps needs two instances."""
+    plan = []
+    for name, items in catalog.INSTANCES.items():
+        first = 1 if name in CLASSES else 0
+        count = len(items) + first
+        if count >= 2:
+            plan += [(name, first + k, catalog.split_of(first + k, count), item) for k, item in enumerate(items)]
+    return plan
+
+
+def further_instances(root: Path, plan: list, classes: list[str], progress: bool = True) -> list[dict]:
+    """The recordings and pictures of the planned instances (:func:`instance_plan`)."""
     from tqdm import tqdm
 
     from .origins import OriginError, Origins
 
     origins = Origins(root)
     entries = []
-    work = [(name, position, instance) for name, items in catalog.INSTANCES.items() if name in classes
-            for position, instance in enumerate(items)]
-    for name, position, instance in tqdm(work, desc="further instances", disable=not progress):
-        first = 1 if name in CLASSES else 0  # the Tux Paint stamps are instance 0
-        count = len(catalog.INSTANCES[name]) + first
+    for name, number, split, instance in tqdm(plan, desc="further instances", disable=not progress):
         try:
             sound = origins.sound(instance.sound, INSTANCE_MAX_S)
             image = origins.picture(instance.picture, STAMP_MAX_SIDE)
-        except (OriginError, OSError, ValueError) as exc:
-            raise SourceError(f"class {name!r}, instance {position + first}: {exc}") from None
-        entries.append({"name": f"{name}#{position + first}", "class": classes.index(name),
-                        "split": catalog.split_of(position + first, count),
+        except (OriginError, SourceError, OSError, ValueError) as exc:
+            raise SourceError(f"class {name!r}, instance {number}: {exc}") from None
+        entries.append({"name": f"{name}#{number}", "class": classes.index(name), "split": split,
                         "origin": {"sound": instance.sound, "picture": instance.picture},
                         "image": image, "sound": sound})
     return entries

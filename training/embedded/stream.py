@@ -26,7 +26,7 @@ from emktd.features import FbankConfig, audio_fbank, frames_to_tensor
 from training.readers.common import FormatError, Manifest, Reader, category_dir, multi_hot
 
 from . import sources
-from .synth import MODE_WEIGHTS, MODES, SynthConfig, instances_by_class, synthesize
+from .synth import MODE_WEIGHTS, MODES, SynthConfig, synthesize
 
 STREAM_KEY = 0x5EED  # keeps the stream's generators apart from the fixed splits'
 
@@ -42,7 +42,7 @@ class StreamReader(Reader):
 
     def __init__(self, root: Path, labels: list[str], fbank: FbankConfig, image_size: int, clips: int, seed: int,
                  pack_path: Path | None = None):
-        from .build import ensure_pack
+        from .build import eligible_classes, ensure_pack
 
         root = Path(root)
         summary_path = root / "benchmark.json"
@@ -62,8 +62,7 @@ class StreamReader(Reader):
                               "rebuild the benchmark (python -m training.embedded.build build)")
         self.labels, self.fbank, self.image_size, self.seed = list(labels), fbank, image_size, seed
         self.config = synth_config(summary.get("config", {}))
-        self.by_class = {c: v for c, v in instances_by_class(self.pack, "train", "seen").items() if c < len(labels)}
-        self.eligible = sorted(self.by_class)
+        self.eligible = eligible_classes(self.pack, "train", "seen", len(labels))
         self.items = [{"id": f"stream{i:06d}", "index": i} for i in range(clips)]
         self.manifest = Manifest("stream", rows=clips)
         self.epoch = 0

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from training.embedded import sources
 from training.embedded.clips import read_clips
+from training.embedded.synth import PARTS
 
 REPO = Path(__file__).resolve().parents[2]
 MODES = ("clean", "multi", "audio", "visual")
-PARTS = ("seen", "new")
 MIN_MASK = 0.06
 MAX_TOTAL_BYTES = 2 * 2**20
 

@@ -32,11 +32,11 @@ def columns(datasets: list[str], present: set[str] | None = None) -> list[tuple[
     reports groups of clips apart (seen and new instances), the first group's under the plain
     names and each further group's top-1, mAP and mIoU under its name (only the groups in
     ``present``, when given: records made before a group existed have no column for it)."""
-    parts, groups = [], []
+    parts = []
     for name in datasets:
         entry = DATASET_ENTRIES.get(name)
         parts += [p for p in (entry.parts if entry else ()) if p not in parts]
-        groups += [g for g in (entry.groups if entry else ()) if g not in groups]
+    groups = _groups(datasets)
     first = ("by_group", groups[0]) if groups else ()
     found = [(label, first + keys, scale) for label, keys, scale in CLASSIFICATION_COLUMNS]
     found += [column for part in parts for column in (
@@ -47,6 +47,15 @@ def columns(datasets: list[str], present: set[str] | None = None) -> list[tuple[
         found += [(f"{group} {part} mIoU", ("by_group", group, "segmentation_by_part", part, "mIoU"), 100)
                   for part in parts]
     return found
+
+
+def _groups(datasets) -> list[str]:
+    """The groups of evaluation clips that the datasets' entries report apart, in order."""
+    groups = []
+    for name in datasets:
+        entry = DATASET_ENTRIES.get(name)
+        groups += [g for g in (entry.groups if entry else ()) if g not in groups]
+    return groups
 
 
 def _summary(metrics: dict) -> dict:
@@ -142,7 +151,8 @@ def _grouped(entries: list[dict]) -> list[tuple[tuple, list[dict]]]:
     then methods from the plainest to EM-KTD."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for e in entries:
-        groups[tuple(e["config"].get(k) for k in SETTING)].append(e)
+        # the weights a teacher started from count by whether there were any, not by their path
+        groups[tuple(bool(e["config"].get(k)) if k == "init_from" else e["config"].get(k) for k in SETTING)].append(e)
     order = list(METHODS)
 
     def rank(item):
@@ -157,22 +167,19 @@ def _grouped(entries: list[dict]) -> list[tuple[tuple, list[dict]]]:
 
 def _labels(c: dict) -> tuple[str, str]:
     """A row's model and method cells."""
-    label = "teacher" if c["task"] == "teacher" else c["student"] + (
-        f" @{c['student_image_size']}px" if c.get("student_image_size") else "")
-    kernel = {"rbf": f"rbf, γ={c.get('gamma')}", "poly": f"poly, d={c.get('degree')}, c={c.get('coef0')}",
-              "linear": "linear"}.get(c.get("kernel"), c.get("kernel"))
-    entry = METHODS.get(c["method"].split("+")[0])
     if c["task"] == "teacher":
         how = ("pretraining stream" if c.get("train_source") == "stream"
                else "fine-tuned" if c.get("init_from") else "from scratch")
         options = [f"{name} {c[key]:g}" for key, name in (("audio_augment", "audio aug"), ("image_augment", "image aug"),
                    ("modality_dropout", "modality dropout")) if c.get(key)]
-        return label, ", ".join([how, *options, f"lr {c['lr']:g}", f"{c['epochs']} ep"])
+        return "teacher", ", ".join([how, *options, f"lr {c['lr']:g}", f"{c['epochs']} ep"])
+    label = c["student"] + (f" @{c['student_image_size']}px" if c.get("student_image_size") else "")
+    kernel = {"rbf": f"rbf, γ={c.get('gamma')}", "poly": f"poly, d={c.get('degree')}, c={c.get('coef0')}",
+              "linear": "linear"}.get(c.get("kernel"), c.get("kernel"))
+    entry = METHODS.get(c["method"].split("+")[0])
     method = c["method"] + (f" ({kernel})" if entry is not None and entry.uses_kernel else "")
-    if c["task"] != "teacher":
-        lam = f", λ={c['lam']}" if entry is not None and entry.uses_monitor else ""
-        method += f"{lam}, lr {c['lr']:g}, {c['epochs']} ep"
-    return label, method
+    lam = f", λ={c['lam']}" if entry is not None and entry.uses_monitor else ""
+    return label, f"{method}{lam}, lr {c['lr']:g}, {c['epochs']} ep"
 
 
 MODE_NAMES = {"clean": "both tell", "audio": "only the audio", "visual": "only the picture",
@@ -184,9 +191,7 @@ def modes_table(results_dir: Path = RESULTS, split: str = "test") -> str:
     entries = [e for e in _entries(results_dir, split) if e["student"].get("top1_by_mode")]
     if not entries:
         return "no run records with top-1 by informativeness mode"
-    groups = next((DATASET_ENTRIES[e["config"]["dataset"]].groups for e in entries
-                   if e["config"]["dataset"] in DATASET_ENTRIES and DATASET_ENTRIES[e["config"]["dataset"]].groups),
-                  ("all",))
+    groups = _groups(sorted({e["config"]["dataset"] for e in entries})) or ["all"]
     lines = ["| model | method | seeds | instances | " + " | ".join(MODE_NAMES.values()) + " |",
              "|---|---|---:|---|" + "---:|" * len(MODE_NAMES)]
     for _, runs in _grouped(entries):

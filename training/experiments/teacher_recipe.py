@@ -40,8 +40,7 @@ GENERALISATION = ["--audio-augment", "0.25", "--image-augment", "0.5", "--modali
 STAGES: dict[str, list[str]] = {
     "pretrain": ["--train-source", "stream", "--stream-clips", "2400", "--epochs", "10", "--lr", "5e-4",
                  "--warmup-epochs", "1"],
-    "finetune": ["--init-from", str(ROOT / "pretrain" / "student"), "--epochs", "6", "--lr", "2e-4",
-                 "--warmup-epochs", "0.5"],
+    "finetune": ["--epochs", "6", "--lr", "2e-4", "--warmup-epochs", "0.5"],  # + --init-from the pretrained teacher
 }
 COMMON = ["--task", "teacher", "--batch-size", "32", "--eval-split", "val", "--workers", "1", *GENERALISATION]
 
@@ -60,10 +59,11 @@ def ablated(args: list[str], flag: str, value: str | None) -> list[str]:
 
 
 def stage_args(name: str, root: Path) -> list[str]:
+    finetune = [*COMMON, "--init-from", str(root / "pretrain" / "student"), *STAGES["finetune"]]
     if name in ABLATIONS:
-        args = [*ablated([*COMMON, *STAGES["finetune"]], *ABLATIONS[name]), "--out", str(root / name)]
+        args = [*ablated(finetune, *ABLATIONS[name]), "--out", str(root / name)]
     else:
-        args = [*COMMON, *STAGES[name], "--out", str(root / name)]
+        args = [*(finetune if name == "finetune" else [*COMMON, *STAGES[name]]), "--out", str(root / name)]
     if (root / name / "checkpoints" / "last.pt").is_file():
         args += ["--resume", "true"]
     return args
@@ -73,6 +73,12 @@ def done(name: str, root: Path) -> bool:
     return (root / name / "metrics.json").is_file()
 
 
+def show_plan(names, root: Path) -> None:
+    for name in names:
+        print(f"{name}: {'done' if done(name, root) else 'to run'}: python training/distill.py "
+              + " ".join(stage_args(name, root)), flush=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", type=Path, default=ROOT, help=f"where the stage runs go (default {ROOT})")
@@ -80,29 +86,24 @@ def main(argv=None) -> None:
     p.add_argument("--list", action="store_true", help="print the stages and which are done")
     p.add_argument("--ablations", action="store_true", help="measure each option's effect on val (see above)")
     args = p.parse_args(argv)
-    if args.root != ROOT:
-        STAGES["finetune"][1] = str(args.root / "pretrain" / "student")
+    root = args.root.resolve()  # the runs check and the runs write one place, whatever the working directory
     if args.ablations:
-        return ablations(args.root, args.list)
-    for name in STAGES:
-        print(f"{name}: {'done' if done(name, args.root) else 'to run'}: python training/distill.py "
-              + " ".join(stage_args(name, args.root)), flush=True)
+        return ablations(root, args.list)
+    show_plan(STAGES, root)
     if args.list:
         return
     for name in STAGES:
-        if not done(name, args.root):
-            subprocess.run([sys.executable, str(DISTILL), *stage_args(name, args.root)], check=True, cwd=REPO)
-    subprocess.run([sys.executable, "-m", "training.experiments.publish", str(args.root / "finetune"),
-                    "--repo-id", "emktd/bench-teacher", "--dry-run", "--fp16", "--out", str(args.publish_to)],
+        if not done(name, root):
+            subprocess.run([sys.executable, str(DISTILL), *stage_args(name, root)], check=True, cwd=REPO)
+    subprocess.run([sys.executable, "-m", "training.experiments.publish", str(root / "finetune"),
+                    "--repo-id", "emktd/bench-teacher", "--dry-run", "--fp16", "--out", str(args.publish_to.resolve())],
                    check=True, cwd=REPO)
 
 
 def ablations(root: Path, only_list: bool) -> None:
     from . import results
 
-    for name in ABLATIONS:
-        print(f"{name}: {'done' if done(name, root) else 'to run'}: python training/distill.py "
-              + " ".join(stage_args(name, root)), flush=True)
+    show_plan(ABLATIONS, root)
     if only_list:
         return
     if not done("pretrain", root):
