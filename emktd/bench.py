@@ -305,6 +305,9 @@ def bench_latency(args) -> None:
         torch.manual_seed(0)
         model = create_model(name).to(device).eval()
         c = model.config
+        parameters = model.num_parameters()
+        if args.compile != "none":  # one-clip and batch shapes each compile (and, on CUDA, graph) once, in the warm-up
+            model = torch.compile(model, mode=args.compile)
 
         def inputs(clips):
             return (torch.randn(clips, c.audio_frames, c.num_mel_bins, device=device),
@@ -312,12 +315,13 @@ def bench_latency(args) -> None:
 
         one = _forward_s(model, *inputs(1), args.repeats, device, dtype)
         batch = _forward_s(model, *inputs(args.batch), args.repeats, device, dtype)
-        rows.append((name, model.num_parameters(), one, args.batch / batch))
+        rows.append((name, parameters, one, args.batch / batch))
         del model
+    compiled = "" if args.compile == "none" else f", torch.compile mode {args.compile}"
     print(f"model time at the paper's shapes (fbank {PRESETS['cavmae-base'].audio_frames} x "
           f"{PRESETS['cavmae-base'].num_mel_bins}, {PRESETS['cavmae-base'].image_size} px, {args.frames} frames a "
-          f"clip, the audio encoded once per clip); {args.dtype}, {hardware(device)}, torch {torch.__version__}, "
-          f"median of {args.repeats} after a warm-up")
+          f"clip, the audio encoded once per clip); {args.dtype}{compiled}, {hardware(device)}, "
+          f"torch {torch.__version__}, median of {args.repeats} after a warm-up")
     print()
     print(f"| model | parameters | one clip ms | clips/s at batch {args.batch} |")
     print("|---|---:|---:|---:|")
@@ -359,6 +363,8 @@ def main(argv=None) -> None:
     latency.add_argument("--frames", type=int, default=5, help="frames per clip (default 5)")
     latency.add_argument("--batch", type=int, default=4, help="clips per batch for the throughput (default 4)")
     latency.add_argument("--repeats", type=int, default=3, help="timed repetitions after one warm-up")
+    latency.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead", "max-autotune"],
+                         help="torch.compile the models in this mode (reduce-overhead: CUDA graphs; default none)")
     decode = sub.add_parser("decode", help="load_clip on a long high-resolution clip")
     decode.add_argument("--minutes", type=float, default=10.0)
     decode.add_argument("--height", type=int, default=1080)

@@ -27,7 +27,7 @@ def test_the_results_page_holds_exactly_what_the_results_command_prints():
 def test_the_readme_headline_rows_are_rows_of_the_results_table():
     printed = set(table_lines(results.table()))
     rows = table_lines((REPO / "README.md").read_text().split("## The student against the teacher")[1]
-                       .split("## Layout")[0])
+                       .split("\n## ")[0])
     assert len(rows) == 4 and all(row in printed for row in rows)
 
 

@@ -221,8 +221,20 @@ def test_two_processes_end_with_identical_weights(small_bench, teacher_dir, tmp_
     digests = [(run / f"final_student_rank{r}.sha256").read_text() for r in (0, 1)]
     assert digests[0] == digests[1]
     start = next(r for r in records(run) if r["type"] == "start")
-    assert start["world_size"] == 2
+    assert start["world_size"] == 2 and start["backend"] == "gloo"
     assert json.loads((run / "metrics.json").read_text())["world_size"] == 2
+
+
+def test_ranks_take_their_own_gpus_or_share_them_over_gloo():
+    from training.run.distributed import placement
+
+    assert [placement(r, 4, 8) for r in range(4)] == [(r, "nccl") for r in range(4)]
+    assert [placement(r, 8, 8) for r in range(8)] == [(r, "nccl") for r in range(8)]
+    # two ranks on one GPU: NCCL would refuse them
+    assert [placement(r, 2, 1) for r in range(2)] == [(0, "gloo"), (0, "gloo")]
+    assert [placement(r, 3, 2) for r in range(3)] == [(0, "gloo"), (1, "gloo"), (0, "gloo")]
+    with pytest.raises(RuntimeError, match="no GPU"):
+        placement(0, 2, 0)
 
 
 def test_publish_writes_and_uploads_exactly_the_folder(small_bench, teacher_dir, tmp_path, monkeypatch):

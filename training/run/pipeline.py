@@ -35,7 +35,7 @@ from training.readers.common import FormatError
 
 from . import config as cfg
 from . import data, distributed
-from .distributed import barrier, world
+from .distributed import backend, barrier, world
 from .evaluate import evaluate
 from .folder import RunFolder
 from .loop import Fit, State, train_one_epoch
@@ -232,8 +232,8 @@ def fit(config: cfg.RunConfig, setup: Setup, folder: RunFolder, monitor, cache, 
     bar = tqdm(total=steps_per_epoch * config.epochs, initial=state.global_step, smoothing=0.05,
                desc=f"distill {config.method}" if setup.teacher is not None else "train teacher", disable=not progress)
     folder.log({"type": "start", "resumed_at": state.global_step if config.resume else None, "world_size": world_size,
-                "device": hardware(device), "train_clips": len(setup.data.train), "eval_clips": len(setup.data.eval),
-                "steps_per_epoch": steps_per_epoch})
+                "backend": backend(), "device": hardware(device), "train_clips": len(setup.data.train),
+                "eval_clips": len(setup.data.eval), "steps_per_epoch": steps_per_epoch})
     run = Fit(config, model, setup.teacher, monitor, setup.grids, optimizer, generator, device, cache, folder.log,
               checkpoint, bar)
     started, finished = time.time(), True
