@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -59,6 +60,7 @@ class AVConfig:
     norm_eps: float = 1e-5
     seg_decoder_dim: int = 0  # 0 builds no segmentation decoder (the CAV-MAE layout)
     seg_skip_channels: int = 0  # > 0: the decoder also reads the frame's pixels at 1/2 and 1/4 resolution
+    seg_visual_taps: int = 0  # > 0: the decoder also reads this many visual blocks' tokens (AVConfig.tap_blocks)
     labels: tuple[str, ...] | None = None
 
     def __post_init__(self):
@@ -69,6 +71,9 @@ class AVConfig:
         for name in ("audio_frames", "num_mel_bins", "image_size"):
             if getattr(self, name) % p:
                 problems.append(f"{name} {getattr(self, name)} is not a multiple of patch_size {p}")
+        if not 0 <= self.seg_visual_taps <= self.depth_visual:
+            problems.append(f"seg_visual_taps {self.seg_visual_taps} is not between 0 and depth_visual "
+                            f"{self.depth_visual}")
         if self.labels is not None and len(self.labels) != self.num_classes:
             problems.append(f"{len(self.labels)} labels for {self.num_classes} classes")
         if problems:
@@ -82,6 +87,15 @@ class AVConfig:
     @property
     def visual_grid(self) -> tuple[int, int]:
         return self.image_size // self.patch_size, self.image_size // self.patch_size
+
+    @property
+    def tap_blocks(self) -> tuple[int, ...]:
+        """The visual blocks (1-based: the tokens after that many blocks) whose tokens the mask
+        decoder reads besides the fused visual tokens: ``seg_visual_taps`` of them, evenly spaced,
+        the last always the visual stack's own output (before fusion), e.g. (2, 4) for two taps of
+        four blocks."""
+        n = self.seg_visual_taps
+        return tuple(round(self.depth_visual * k / n) for k in range(1, n + 1))
 
     @property
     def token_grids(self) -> dict[str, list[tuple[int, int]]]:
@@ -222,13 +236,16 @@ class MaskDecoder(nn.Module):
     A 1x1 projection, then one (x2 bilinear upsample, 3x3 conv, GELU) stage per factor of two in
     the patch size, channels halving down to 8, then a 1x1 conv.  With ``skip_channels``, the
     stages that reach 1/4 and 1/2 of the frame's resolution also read the frame's own shallow
-    features there (:class:`PixelSkips`), concatenated before their convolution.
+    features there (:class:`PixelSkips`), concatenated before their convolution.  With ``taps``,
+    the token grids of that many earlier blocks each get a 1x1 projection of their own, added to
+    the first one's.
     """
 
-    def __init__(self, embed_dim: int, dim: int, patch_size: int, skip_channels: int = 0):
+    def __init__(self, embed_dim: int, dim: int, patch_size: int, skip_channels: int = 0, taps: int = 0):
         super().__init__()
         assert patch_size & (patch_size - 1) == 0, "the mask decoder upsamples by powers of two"
         self.proj = nn.Conv2d(embed_dim, dim, kernel_size=1)
+        self.tap_proj = nn.ModuleList(nn.Conv2d(embed_dim, dim, kernel_size=1) for _ in range(taps))
         stages, channels = [], dim
         steps = int(math.log2(patch_size))
         for k in range(steps):
@@ -241,9 +258,15 @@ class MaskDecoder(nn.Module):
         self.head = nn.Conv2d(channels, 1, kernel_size=1)
         self.skips = PixelSkips(skip_channels) if skip_channels else None
 
-    def forward(self, grid: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, grid: torch.Tensor, frames: torch.Tensor | None = None,
+                taps: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        """grid and each of ``taps``: ``[B, C, h, w]``; frames ``[B, 3, S, S]`` (read with skips)."""
+        if len(taps) != len(self.tap_proj):
+            raise ValueError(f"the mask decoder reads {len(self.tap_proj)} tapped grids, got {len(taps)}")
         skips = self.skips(frames) if self.skips is not None else {}
         x = self.proj(grid)
+        for proj, tapped in zip(self.tap_proj, taps):
+            x = x + proj(tapped)
         for stage in self.stages:
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
             if x.shape[-1] in skips:
@@ -292,8 +315,8 @@ class AVTransformer(nn.Module):
         self.blocks_a, self.blocks_v, self.blocks_u = blocks(c.depth_audio), blocks(c.depth_visual), blocks(c.depth_fused)
         self.norm_a, self.norm_v, self.norm = (nn.LayerNorm(dim, eps=c.norm_eps) for _ in range(3))
         self.mlp_head = nn.Sequential(nn.LayerNorm(dim, eps=c.norm_eps), nn.Linear(dim, c.num_classes))
-        self.mask_decoder = MaskDecoder(dim, c.seg_decoder_dim, c.patch_size, c.seg_skip_channels) \
-            if c.seg_decoder_dim else None
+        self.mask_decoder = MaskDecoder(dim, c.seg_decoder_dim, c.patch_size, c.seg_skip_channels,
+                                        c.seg_visual_taps) if c.seg_decoder_dim else None
         self._init_weights()
 
     def _init_weights(self):
@@ -357,10 +380,14 @@ class AVTransformer(nn.Module):
                 a = blk(a)
             if per_clip != 1:
                 a = a[:, None].expand(-1, per_clip, -1, -1).flatten(0, 1)
+        tapped = []
         if frames is not None:
             v = self.embed_visual(frames)
-            for blk in self.blocks_v:
+            taps = set(self.config.tap_blocks) if self.mask_decoder is not None else set()
+            for depth, blk in enumerate(self.blocks_v, start=1):
                 v = blk(v)
+                if depth in taps:
+                    tapped.append(v)
         if a is not None and v is not None:
             x = torch.cat([a, v], dim=1)
             for blk in self.blocks_u:
@@ -375,8 +402,11 @@ class AVTransformer(nn.Module):
         masks = None
         if self.mask_decoder is not None and v is not None:
             gh, gw = self.visual_grid
-            visual = x[:, x.shape[1] - gh * gw:]
-            masks = self.mask_decoder(visual.transpose(1, 2).reshape(x.shape[0], -1, gh, gw), frames)
+
+            def grid(tokens):
+                return tokens[:, tokens.shape[1] - gh * gw:].transpose(1, 2).reshape(tokens.shape[0], -1, gh, gw)
+
+            masks = self.mask_decoder(grid(x), frames, [grid(t) for t in tapped])
         return AVOutput(logits, a, v, x, masks)
 
 

@@ -65,8 +65,8 @@ def test_command_line(tmp_path, capsys):
     assert (tmp_path / "m" / "model.onnx").is_file() and agreement >= 99.9
 
 
-def test_a_decoder_with_pixel_skips_exports(tmp_path):
-    model = create_model("bench-student", seg_skip_channels=8, num_classes=3).eval()
+def test_a_decoder_with_pixel_skips_and_block_taps_exports(tmp_path):
+    model = create_model("bench-student", seg_skip_channels=8, seg_visual_taps=2, num_classes=3).eval()
     path = export_onnx(model, tmp_path / "skips.onnx")
     result = check(model, path, batch=2)
     assert result["logits_max_abs_diff"] < 1e-4 and result["mask_agreement"] >= 0.999

@@ -217,3 +217,28 @@ def test_pixel_skips_feed_the_mask_decoder(tmp_path):
     del config["seg_skip_channels"]  # a folder from before the option
     (folder / "config.json").write_text(json.dumps(config))
     assert load_pretrained(folder).config.seg_skip_channels == 0
+
+
+def test_the_mask_decoder_reads_tokens_of_earlier_blocks():
+    """seg_visual_taps: the decoder adds 1x1 projections of earlier visual blocks' token grids to
+    the fused grid's; with those projections at zero the masks are the plain decoder's."""
+    assert [create_model("bench-teacher", seg_visual_taps=n).config.tap_blocks for n in (0, 1, 2, 3, 4)] == [
+        (), (4,), (2, 4), (1, 3, 4), (1, 2, 3, 4)]
+    with pytest.raises(ValueError, match="seg_visual_taps 3 is not between 0 and depth_visual 2"):
+        create_model("bench-student", seg_visual_taps=3)
+    torch.manual_seed(0)
+    plain, tapped = create_model("bench-student"), create_model("bench-student", seg_visual_taps=2)
+    c = tapped.config
+    assert tapped.num_parameters() - plain.num_parameters() == 2 * (c.embed_dim * c.seg_decoder_dim + c.seg_decoder_dim)
+    tapped.load_state_dict(plain.state_dict(), strict=False)
+    audio, frames = torch.randn(2, c.audio_frames, c.num_mel_bins), torch.randn(2, 3, c.image_size, c.image_size)
+    with torch.no_grad():
+        for proj in tapped.mask_decoder.tap_proj:
+            proj.weight.zero_()
+            proj.bias.zero_()
+        torch.testing.assert_close(tapped(audio, frames).mask_logits, plain(audio, frames).mask_logits)
+        tapped.mask_decoder.tap_proj[0].weight.normal_()
+        assert not torch.allclose(tapped(audio, frames).mask_logits, plain(audio, frames).mask_logits)
+        assert tapped(audio=None, frames=frames).mask_logits.shape == (2, 1, c.image_size, c.image_size)
+    tapped(audio, frames).mask_logits.mean().backward()
+    assert all(p.weight.grad.abs().sum() > 0 for p in tapped.mask_decoder.tap_proj)

@@ -85,7 +85,7 @@ def test_val_runs_go_to_the_sweep_table_and_teacher_reevaluation(tmp_path):
         results.record(tmp_path / "a", "x", out, evaluation_from=tmp_path / "a")
 
 
-def test_teacher_recipe_stages_and_ablations(tmp_path):
+def test_teacher_recipe_stages_ablations_and_variants(tmp_path):
     from training.experiments import teacher_recipe as recipe
 
     pre = recipe.stage_args("pretrain", tmp_path)
@@ -100,3 +100,6 @@ def test_teacher_recipe_stages_and_ablations(tmp_path):
         assert (flag in args) == (value is not None) and (value is None or args[args.index(flag) + 1] == value)
         changed = {a for a in args if a not in fine} - {str(tmp_path / name), value}
         assert not changed, (name, changed)  # one option differs, nothing else
+    for name, added in recipe.VARIANTS.items():
+        args = recipe.stage_args(name, tmp_path)
+        assert args[:len(fine) - 2] == fine[:-2] and args[len(fine) - 2:] == [*added, "--out", str(tmp_path / name)]

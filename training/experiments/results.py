@@ -22,7 +22,8 @@ from training.run.methods import METHODS
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 SETTING = ("task", "method", "kernel", "gamma", "lam", "beta", "student", "student_image_size", "epochs", "dataset",
-           "eval_split", "lr", "train_source", "init_from", "audio_augment", "image_augment", "modality_dropout")
+           "eval_split", "lr", "train_source", "init_from", "audio_augment", "image_augment", "modality_dropout",
+           "seg_skip_channels", "seg_visual_taps")
 CLASSIFICATION_COLUMNS = [("top-1", ("top1",), 100), ("mAP", ("mAP",), 100)]
 
 
@@ -172,14 +173,20 @@ def _labels(c: dict) -> tuple[str, str]:
                else "fine-tuned" if c.get("init_from") else "from scratch")
         options = [f"{name} {c[key]:g}" for key, name in (("audio_augment", "audio aug"), ("image_augment", "image aug"),
                    ("modality_dropout", "modality dropout")) if c.get(key)]
-        return "teacher", ", ".join([how, *options, f"lr {c['lr']:g}", f"{c['epochs']} ep"])
+        return "teacher", ", ".join([how, *options, *_decoder(c), f"lr {c['lr']:g}", f"{c['epochs']} ep"])
     label = c["student"] + (f" @{c['student_image_size']}px" if c.get("student_image_size") else "")
     kernel = {"rbf": f"rbf, γ={c.get('gamma')}", "poly": f"poly, d={c.get('degree')}, c={c.get('coef0')}",
               "linear": "linear"}.get(c.get("kernel"), c.get("kernel"))
     entry = METHODS.get(c["method"].split("+")[0])
     method = c["method"] + (f" ({kernel})" if entry is not None and entry.uses_kernel else "")
     lam = f", λ={c['lam']}" if entry is not None and entry.uses_monitor else ""
-    return label, f"{method}{lam}, lr {c['lr']:g}, {c['epochs']} ep"
+    return label, ", ".join([f"{method}{lam}", *_decoder(c), f"lr {c['lr']:g}", f"{c['epochs']} ep"])
+
+
+def _decoder(c: dict) -> list[str]:
+    """A run's mask-decoder options that differ from its preset's, as row-label parts."""
+    return [f"{name} {c[key]}" for key, name in (("seg_skip_channels", "pixel skips"),
+                                                 ("seg_visual_taps", "block taps")) if c.get(key)]
 
 
 MODE_NAMES = {"clean": "both tell", "audio": "only the audio", "visual": "only the picture",

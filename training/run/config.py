@@ -61,6 +61,9 @@ class RunConfig:
     seg_decoder_dim: int | None = _f(None, "mask decoder width (default: the preset's; 0: no decoder)", minimum=0)
     seg_skip_channels: int | None = _f(None, "width of the mask decoder's shallow features of the frame's pixels at "
                                        "1/2 and 1/4 resolution (default: the preset's; 0: none)", minimum=0)
+    seg_visual_taps: int | None = _f(None, "how many visual blocks' tokens the mask decoder reads besides the fused "
+                                     "ones, evenly spaced, the visual stack's output last (default: the preset's; "
+                                     "0: none)", minimum=0)
     # method
     method: str = _f("emktd+kd", "the distillation method (see training/run/methods.py)")
     kernel: str = _f("rbf", "KTD kernel", choices=KERNELS)
@@ -140,7 +143,7 @@ class RunConfig:
 
     def decoder_overrides(self) -> dict:
         """The mask decoder's settings this config sets (the rest stay the model preset's)."""
-        return {name: getattr(self, name) for name in ("seg_decoder_dim", "seg_skip_channels")
+        return {name: getattr(self, name) for name in ("seg_decoder_dim", "seg_skip_channels", "seg_visual_taps")
                 if getattr(self, name) is not None}
 
     def path(self, value: str) -> Path:

@@ -108,6 +108,27 @@ def check_compatible(teacher: AVTransformer, student: AVTransformer, config: cfg
     return Grids(t.token_grids, s.token_grids)
 
 
+def with_decoder(model: AVTransformer, overrides: dict) -> AVTransformer:
+    """``model`` with the mask decoder that ``overrides`` asks for (fine-tuning saved weights with
+    another decoder): every weight outside the decoder is kept, and so are the decoder's where
+    its shape did not change; the rest start as a new model's.  The same model when nothing
+    changes."""
+    config = replace(model.config, **overrides)
+    if config == model.config:
+        return model
+    grown = AVTransformer(config)
+    state, kept = grown.state_dict(), model.state_dict()
+    fresh = [k for k, v in state.items() if k not in kept or kept[k].shape != v.shape]
+    outside = [k for k in fresh if not k.startswith("mask_decoder.")]
+    if outside:
+        raise ValueError(f"a new decoder cannot change weights outside it: {', '.join(outside[:3])}")
+    grown.load_state_dict({**state, **{k: v for k, v in kept.items() if k in state and k not in fresh}})
+    changed = ", ".join(f"{k} {getattr(model.config, k)} -> {v}" for k, v in overrides.items()
+                        if getattr(model.config, k) != v)
+    print(f"mask decoder changed ({changed}): {len(fresh)} of its tensors start untrained", flush=True)
+    return grown
+
+
 def build_models_and_data(config: cfg.RunConfig, device) -> Setup:
     distilling = config.task == "distill"
     teacher = load_teacher(config, device) if distilling else None
@@ -123,16 +144,19 @@ def build_models_and_data(config: cfg.RunConfig, device) -> Setup:
         grids = check_compatible(teacher, student, config)
     elif config.init_from:
         try:
-            student = load_pretrained(config.path(config.init_from)).float()
-        except ModelLoadError as exc:
+            student = with_decoder(load_pretrained(config.path(config.init_from)).float(), config.decoder_overrides())
+        except (ModelLoadError, ValueError) as exc:
             raise SystemExit(f"--init-from: {exc}") from None
         if list(student.config.labels) != list(run_data.labels):
             raise SystemExit(f"--init-from {config.init_from}: its labels are not the dataset's "
                              f"({len(student.config.labels)} against {len(run_data.labels)})")
         grids = None
     else:
-        student = create_model(config.teacher_preset, num_classes=len(run_data.labels), labels=tuple(run_data.labels),
-                               **config.decoder_overrides())
+        try:
+            student = create_model(config.teacher_preset, num_classes=len(run_data.labels),
+                                   labels=tuple(run_data.labels), **config.decoder_overrides())
+        except ValueError as exc:
+            raise SystemExit(f"teacher: {exc}") from None
         grids = None
     if config.objective != "classification" and student.config.seg_decoder_dim == 0:
         raise SystemExit("the objective needs masks but the model has no mask decoder (set --seg-decoder-dim)")
