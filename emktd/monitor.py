@@ -135,8 +135,9 @@ class MonitorLoadError(ValueError):
     """A monitor file pair that cannot be read; the message names the file and what was expected."""
 
 
-def save_monitor(monitor: EntropyMonitor, folder: str | Path, lam: float) -> Path:
-    """``folder/monitor.safetensors`` and ``folder/monitor.json``, each written whole or not at all."""
+def save_monitor(monitor: EntropyMonitor, folder: str | Path, lam: float, **info) -> Path:
+    """``folder/monitor.safetensors`` and ``folder/monitor.json``, each written whole or not at all;
+    ``info`` (JSON values, e.g. the mean weights on the training frames) goes into the json too."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -146,7 +147,8 @@ def save_monitor(monitor: EntropyMonitor, folder: str | Path, lam: float) -> Pat
     probe = next(iter(monitor.probes.values()))
     write_text_atomic(folder / MONITOR_CONFIG, json.dumps(
         {"task": monitor.task, "lam": lam, "dim": probe.linear.in_features,
-         "num_classes": probe.linear.out_features if monitor.task == "classification" else 0}, indent=1) + "\n")
+         "num_classes": probe.linear.out_features if monitor.task == "classification" else 0, **info},
+        indent=1) + "\n")
     return folder
 
 

@@ -103,3 +103,26 @@ def test_teacher_recipe_stages_ablations_and_variants(tmp_path):
     for name, added in recipe.VARIANTS.items():
         args = recipe.stage_args(name, tmp_path)
         assert args[:len(fine) - 2] == fine[:-2] and args[len(fine) - 2:] == [*added, "--out", str(tmp_path / name)]
+
+
+def test_differences_from_emktd_with_p_values_paired_by_seed_and_welch(tmp_path):
+    out = tmp_path / "results"
+    for seed, (em, ktd) in enumerate([(0.5, 0.6), (0.5, 0.7), (0.6, 0.8)]):
+        results.record(fake_run(tmp_path / f"em{seed}", seed, em, 0.3), f"em-s{seed}", out)
+        results.record(fake_run(tmp_path / f"ktd{seed}", seed, ktd, 0.3, method="ktd+kd"), f"ktd-s{seed}", out)
+    results.record(fake_run(tmp_path / "kd0", 0, 0.4, 0.3, method="kd"), "kd-s0", out)
+    header, _, *rows = results.significance_table(out).splitlines()
+    assert header.startswith("| model | method | seeds | Δ top-1 | Δ mAP |")
+    def cells(row):
+        return dict(zip(header.strip("| ").split(" | "), row.strip("| ").split(" | ")))
+
+    ktd = cells(next(r for r in rows if "ktd+kd" in r))
+    # differences 0.1, 0.2, 0.2: t = 5 on 2 degrees of freedom, two-sided p = 1 - 5 / sqrt(27) = 0.038
+    assert ktd["Δ top-1"].startswith("+16.7 (p 0.038, W ")
+    welch = float(ktd["Δ top-1"].split("W ")[1].rstrip(")"))
+    assert 0.05 < welch < 0.15  # unpaired, the same differences are less certain
+    assert ktd["Δ mAP"] == "+0.0 (p 1.000, W 1.000)"
+    kd = cells(next(r for r in rows if "| kd," in r))
+    assert kd["Δ top-1"] == "-13.3"  # one seed: a difference without a p-value
+    assert not any("emktd" in r for r in rows)  # the reference is not compared with itself
+    assert "| cpu | 7 |" not in results.compute_summary(out)  # fake records carry no wall times

@@ -18,6 +18,7 @@ from training.run import config as cfg
 from training.run import methods
 from training.run import pipeline as distill
 from training.run import teacher as engine
+from training.run.probes import RunMonitor
 from emktd.hub import load_pretrained, save_pretrained
 from emktd.models import create_model
 
@@ -95,6 +96,61 @@ def test_entropy_monitor_published_beside_the_teacher(small_bench, teacher_dir, 
         publish.write_monitor(kd_run, tmp_path / "t2")
 
 
+def test_run_monitor_weights_per_sample_per_fold_or_static():
+    from emktd.monitor import EntropyMonitor
+    from training.run.probes import fold_of
+
+    assert fold_of("clip7#3", 5) == fold_of("clip7", 5) == fold_of("clip7#0", 5)  # a clip's frames share its fold
+    assert len({fold_of(f"c{i}", 3) for i in range(30)}) == 3
+    torch.manual_seed(0)
+    monitors = [EntropyMonitor(8, 4) for _ in range(3)]
+    tokens = {m: torch.randn(6, 5, 8) for m in ("audio", "visual", "fused")}
+    keys = [f"c{i}#0" for i in range(6)]
+    folded = RunMonitor(monitors[0], monitors[1:]).weights(tokens, 1.0, keys)
+    for i, key in enumerate(keys):
+        own = monitors[1 + fold_of(key, 2)].weights({m: t[i:i + 1] for m, t in tokens.items()}, 1.0)
+        assert all(torch.allclose(folded[m][i], own[m][0]) for m in own)
+    # without keys (evaluation) the monitor fitted on every clip answers
+    plain = RunMonitor(monitors[0], monitors[1:]).weights(tokens, 1.0)
+    assert all(torch.equal(plain[m], monitors[0].weights(tokens, 1.0)[m]) for m in plain)
+    static = RunMonitor(monitors[0], static={"audio": 0.5, "visual": 0.25, "fused": 0.125}).weights(tokens, 1.0, keys)
+    assert static["visual"].tolist() == [0.25] * 6 and static["fused"].shape == (6,)
+
+
+def test_static_and_cross_fitted_monitors_in_a_run(small_bench, teacher_dir, tmp_path):
+    from emktd.monitor import load_monitor
+
+    folded = tmp_path / "folded"
+    distill.main(args(small_bench, teacher_dir, folded, "--method", "emktd+kd", "--monitor-folds", "2",
+                      "--stop-after-steps", "1"))
+    probes = next(r for r in records(folded) if r["type"] == "probes")
+    assert probes["folds"] == 2 and set(probes["out_of_fold"]) == {"audio", "visual", "fused"}
+    assert all(0 <= r["accuracy"] <= 1 and r["entropy"] > 0 for r in probes["out_of_fold"].values())
+    assert (folded / "monitor-folds.safetensors").is_file()
+    saved = json.loads((folded / "monitor.json").read_text())["train_mean_weights"]
+    assert saved == probes["mean_weights"] and all(0 < w <= 1 for w in saved.values())
+    assert load_monitor(folded, load_pretrained(teacher_dir).config) is not None  # the plain probes still load
+
+    static = tmp_path / "static"
+    distill.main(args(small_bench, teacher_dir, static, "--method", "emktd-static+kd", "--stop-after-steps", "2",
+                      "--log-every", "1"))
+    means = json.loads((static / "monitor.json").read_text())["train_mean_weights"]
+    steps = [r for r in records(static) if r["type"] == "train"]
+    for m in ("audio", "visual", "fused"):  # every sample carries the mean weight on train
+        assert all(r[f"w_{m}"] == pytest.approx(means[m], rel=1e-6) for r in steps)
+    fails_fast(args(small_bench, teacher_dir, tmp_path / "bad", "--monitor-folds", "1"), "at least 2 folds",
+               tmp_path / "bad")
+
+
+def test_a_multitask_run_can_monitor_with_segmentation_probes(small_bench, teacher_dir, tmp_path):
+    run = tmp_path / "segmon"
+    distill.main(args(small_bench, teacher_dir, run, "--method", "emktd+kd", "--monitor", "segmentation",
+                      "--stop-after-steps", "1"))
+    assert json.loads((run / "monitor.json").read_text())["task"] == "segmentation"
+    step = next(r for r in records(run) if r["type"] == "train")
+    assert "seg" in step and "cls" in step and 0 < step["w_visual"] <= 1
+
+
 @pytest.mark.parametrize("method", methods.names())
 def test_every_method_takes_a_step(small_bench, teacher_dir, tmp_path, method):
     run = tmp_path / "run"
@@ -103,7 +159,7 @@ def test_every_method_takes_a_step(small_bench, teacher_dir, tmp_path, method):
     base = method.split("+")[0]
     assert ("distill" in step) == (base not in ("none", "kd"))
     assert ("kd" in step) == (method.endswith("+kd") or method == "kd")
-    assert ("w_audio" in step) == (base == "emktd")
+    assert ("w_audio" in step) == methods.METHODS[base].uses_monitor == base.startswith("emktd")
 
 
 def test_low_resolution_student_against_the_teacher_grid(small_bench, teacher_dir, tmp_path):
@@ -332,7 +388,7 @@ def test_teacher_cache_on_disk_is_reused_and_keyed_by_teacher(teacher_dir, tmp_p
     assert sorted(p.name for p in folder.iterdir()) == ["clip_0.safetensors", "clip_1.safetensors"]
     later = engine.TeacherCache(0.0, folder)  # another run
     monitor = EntropyMonitor(c.embed_dim, c.num_classes)
-    again = engine.teacher_outputs(teacher, monitor, audio, frames, 0.5, ["clip#0", "clip#1"], later)
+    again = engine.teacher_outputs(teacher, RunMonitor(monitor), audio, frames, 0.5, ["clip#0", "clip#1"], later)
     assert (later.hits, later.misses) == (2, 0)
     for name in ("logits", "audio", "visual", "fused"):
         assert torch.equal(again[name], first[name])

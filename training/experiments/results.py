@@ -23,7 +23,7 @@ from training.run.methods import METHODS
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 SETTING = ("task", "method", "kernel", "gamma", "lam", "beta", "student", "student_image_size", "epochs", "dataset",
            "eval_split", "lr", "train_source", "init_from", "audio_augment", "image_augment", "modality_dropout",
-           "seg_skip_channels", "seg_visual_taps")
+           "seg_skip_channels", "seg_visual_taps", "monitor", "monitor_folds")
 CLASSIFICATION_COLUMNS = [("top-1", ("top1",), 100), ("mAP", ("mAP",), 100)]
 
 
@@ -152,8 +152,7 @@ def _grouped(entries: list[dict]) -> list[tuple[tuple, list[dict]]]:
     then methods from the plainest to EM-KTD."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for e in entries:
-        # the weights a teacher started from count by whether there were any, not by their path
-        groups[tuple(bool(e["config"].get(k)) if k == "init_from" else e["config"].get(k) for k in SETTING)].append(e)
+        groups[_setting(e["config"])].append(e)
     order = list(METHODS)
 
     def rank(item):
@@ -164,6 +163,20 @@ def _grouped(entries: list[dict]) -> list[tuple[tuple, list[dict]]]:
                 c.get("student_image_size") or 0, str(c.get("kernel")), str(item[0]))
 
     return sorted(groups.items(), key=rank)
+
+
+def _beta(c: dict) -> float | None:
+    """The distillation weight a run used: its own, or its method's default."""
+    beta = c.get("beta")
+    if beta is None or beta == -1:  # the method's default (-1: how older records say so)
+        beta = (c.get("resolved") or {}).get("beta")
+    return beta
+
+
+def _setting(c: dict) -> tuple:
+    """What makes runs one row: every SETTING value, the weight as used, and the weights a teacher
+    started from by whether there were any (not by their path)."""
+    return tuple(bool(c.get(k)) if k == "init_from" else _beta(c) if k == "beta" else c.get(k) for k in SETTING)
 
 
 def _labels(c: dict) -> tuple[str, str]:
@@ -180,7 +193,12 @@ def _labels(c: dict) -> tuple[str, str]:
     entry = METHODS.get(c["method"].split("+")[0])
     method = c["method"] + (f" ({kernel})" if entry is not None and entry.uses_kernel else "")
     lam = f", λ={c['lam']}" if entry is not None and entry.uses_monitor else ""
-    return label, ", ".join([f"{method}{lam}", *_decoder(c), f"lr {c['lr']:g}", f"{c['epochs']} ep"])
+    monitor = []
+    if entry is not None and entry.uses_monitor:
+        monitor += [f"{c['monitor']} monitor"] if c.get("monitor") else []
+        monitor += [f"monitor {c['monitor_folds']}-fold cross-fitted"] if c.get("monitor_folds") else []
+    beta = [f"β={_beta(c):g}"] if entry is not None and entry.term is not None and _beta(c) is not None else []
+    return label, ", ".join([f"{method}{lam}", *beta, *monitor, *_decoder(c), f"lr {c['lr']:g}", f"{c['epochs']} ep"])
 
 
 def _decoder(c: dict) -> list[str]:
@@ -240,10 +258,110 @@ def monitor_table(results_dir: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
+REFERENCE = "emktd+kd"
+SIGNIFICANCE_METRICS = (("top-1", "top1"), ("mAP", "mAP"), ("mIoU", "mIoU"))
+
+
+def _is_reference(c: dict) -> bool:
+    """EM-KTD + KD with the plain monitor: what every other row is compared with."""
+    return (c["task"] == "distill" and c["method"] == REFERENCE and not c.get("monitor")
+            and not c.get("monitor_folds"))
+
+
+def _test_p(row: dict[int, float], ref: dict[int, float]) -> tuple[float | None, float | None]:
+    """Two-sided p-values of row against ref: paired by seed (the seeds both have) and Welch's."""
+    from scipy import stats
+
+    def p_value(test, a, b, spread):
+        if spread == 0:  # no variation at all: the t statistic is 0/0 or infinite
+            return 1.0 if statistics.mean(a) == statistics.mean(b) else 0.0
+        return float(test(a, b).pvalue)
+
+    common = sorted(set(row) & set(ref))
+    paired = welch = None
+    if len(common) >= 2:
+        a, b = [row[k] for k in common], [ref[k] for k in common]
+        paired = p_value(stats.ttest_rel, a, b, statistics.pvariance([x - y for x, y in zip(a, b)]))
+    if len(row) >= 2 and len(ref) >= 2:
+        a, b = list(row.values()), list(ref.values())
+        welch = p_value(lambda a, b: stats.ttest_ind(a, b, equal_var=False), a, b,
+                        statistics.pvariance(a) + statistics.pvariance(b))
+    return paired, welch
+
+
+def significance_table(results_dir: Path = RESULTS, split: str = "test") -> str:
+    """Each row against EM-KTD + KD of the same schedule and student: the difference of the means
+    (row minus EM-KTD, in points) with the p-value of the difference paired by seed and Welch's,
+    for top-1, mAP and mIoU on each group of clips (seen and new instances)."""
+    entries = [e for e in _entries(results_dir, split) if e["config"]["task"] == "distill"]
+    grouped = _grouped(entries)
+    scope = lambda c: (c["epochs"], c["student"], c.get("student_image_size"), c["dataset"])  # noqa: E731
+    references = {}
+    for _, runs in grouped:
+        c = runs[0]["config"]
+        if _is_reference(c) and len(runs) > len(references.get(scope(c), [])):
+            references[scope(c)] = runs
+    if not references:
+        return f"no {REFERENCE} runs on {split} to compare with"
+    groups = _groups(sorted({e["config"]["dataset"] for e in entries})) or [None]
+    cols = [(f"{group + ' ' if group and group != groups[0] else ''}{label}", group, key)
+            for group in groups for label, key in SIGNIFICANCE_METRICS]
+    rows = []
+    for _, runs in grouped:
+        c = runs[0]["config"]
+        ref = references.get(scope(c))
+        if ref is None or ref is runs:
+            continue
+        label, method = _labels(c)
+        cells = []
+        for _, group, key in cols:
+            keys = ("by_group", group, key) if group else (key,)
+            row_v = {r["config"]["seed"]: v for r in runs if (v := _get(r["student"], keys)) is not None}
+            ref_v = {r["config"]["seed"]: v for r in ref if (v := _get(r["student"], keys)) is not None}
+            if not row_v or not ref_v:
+                cells.append("-")
+                continue
+            diff = 100 * (statistics.mean(row_v.values()) - statistics.mean(ref_v.values()))
+            paired, welch = _test_p(row_v, ref_v)
+            p = ", ".join(f"{name} {_p(v)}" for name, v in (("p", paired), ("W", welch)) if v is not None)
+            cells.append(f"{diff:+.1f}" + (f" ({p})" if p else ""))
+        rows.append([label, method, str(len({r["config"]["seed"] for r in runs})), *cells])
+    if not rows:
+        return f"no runs on {split} to compare with {REFERENCE} yet"
+    keep = [i for i in range(len(cols)) if any(row[3 + i] != "-" for row in rows)]  # columns some record fills
+    lines = ["| model | method | seeds | " + " | ".join(f"Δ {cols[i][0]}" for i in keep) + " |",
+             "|---|---|---:|" + "---:|" * len(keep)]
+    lines += ["| " + " | ".join(row[:3] + [row[3 + i] for i in keep]) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _p(value: float) -> str:
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def compute_summary(results_dir: Path = RESULTS) -> str:
+    """The compute the records took: runs and wall-clock hours per hardware (core-hours where the
+    hardware names its CPU threads)."""
+    per: dict[str, list[float]] = defaultdict(list)
+    for e in _records(results_dir):
+        if e.get("wall_seconds") is not None:
+            per[e.get("hardware") or "unknown"].append(e["wall_seconds"])
+    if not per:
+        return "no run records with wall times"
+    lines = ["| hardware | runs | wall hours | CPU core-hours |", "|---|---:|---:|---:|"]
+    for hardware, walls in sorted(per.items()):
+        hours = sum(walls) / 3600
+        threads = hardware.rsplit(", ", 1)[-1].split(" ")[0] if hardware.endswith("threads") else None
+        core = f"{hours * int(threads):.1f}" if threads and threads.isdigit() else "-"
+        lines.append(f"| {hardware} | {len(walls)} | {hours:.1f} | {core} |")
+    return "\n".join(lines)
+
+
 def report(results_dir: Path = RESULTS) -> str:
-    """Every table: the comparison on test, top-1 by informativeness mode, the sweeps on val, the entropy monitor."""
-    return "\n\n".join((table(results_dir), modes_table(results_dir), sweep_table(results_dir),
-                        monitor_table(results_dir)))
+    """Every table: the comparison on test, its differences from EM-KTD with their p-values, top-1
+    by informativeness mode, the sweeps on val, the entropy monitor, the compute spent."""
+    return "\n\n".join((table(results_dir), significance_table(results_dir), modes_table(results_dir),
+                        sweep_table(results_dir), monitor_table(results_dir), compute_summary(results_dir)))
 
 
 def main(argv=None) -> None:

@@ -21,8 +21,9 @@ from emktd.models import create_model
 from emktd.monitor import EntropyMonitor
 from training.run.config import RunConfig
 from training.run.loop import student_frames
-from training.run.objective import Grids, Trainee, as_dict, distill_terms, task_losses, total_loss
 from training.run.methods import METHODS, names, parse
+from training.run.objective import Grids, Trainee, as_dict, distill_terms, task_losses, total_loss
+from training.run.probes import RunMonitor
 from training.run.teacher import teacher_outputs
 
 
@@ -111,7 +112,7 @@ def main(argv=None) -> None:
         batch["mask_valid"] = torch.ones(b, dtype=torch.bool, device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     grids = Grids(tc.token_grids, sc.token_grids)
-    monitor = EntropyMonitor.for_model(tc).to(device).eval().requires_grad_(False)
+    monitor = RunMonitor(EntropyMonitor.for_model(tc).to(device).eval().requires_grad_(False))
 
     rows = [("teacher training", b / _teacher_training_s(args.paper, objective, batch, autocast, args.repeats,
                                                        device), None)]

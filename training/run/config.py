@@ -77,6 +77,9 @@ class RunConfig:
     kd_weight: float = _f(1.0, "KD weight", minimum=0.0)
     monitor: str | None = _f(None, "the entropy probes' task (default: segmentation for the segmentation "
                              "objective, else classification)", choices=TASKS)
+    monitor_folds: int = _f(0, "cross-fit the entropy monitor: this many folds of the training clips, each clip "
+                            "weighted by probes fitted on the other folds (0: one monitor fitted on every clip)",
+                            minimum=0)
     probe_epochs: int = _f(100, "most epochs of entropy-probe training (cosine schedule over them); training "
                            "stops earlier once the held-out loss has not improved for --probe-patience epochs",
                            minimum=1)
@@ -262,6 +265,8 @@ def validate(config: RunConfig) -> None:
     problems += entry.problems(config)
     if config.mixup and config.objective != "classification":
         problems.append("mixup mixes class targets, not masks: use it with --objective classification only")
+    if config.monitor_folds == 1:
+        problems.append("monitor_folds 1: cross-fitting needs at least 2 folds (0 turns it off)")
     if config.probe_holdout >= 0.5:
         problems.append(f"probe_holdout {config.probe_holdout}: hold out less than half of the training clips")
     for name in ("audio_augment", "image_augment", "modality_dropout"):

@@ -80,8 +80,9 @@ def step_losses(fit: Fit, batch: dict) -> tuple[torch.Tensor, dict, dict | None]
     with autocast(config, fit.device):
         t = None
         if fit.teacher is not None and config.method != "none":  # without distillation the teacher idles
+            # an augmented batch is not what the cache holds: the teacher sees it afresh
             t = teacher_outputs(fit.teacher, fit.monitor, batch["audio"], batch["frames"], config.lam,
-                                None if augmented else batch["key"], fit.cache)
+                                batch["key"], None if augmented else fit.cache)
         size = unwrap(fit.trainee).student.config.image_size
         s = fit.trainee(batch["audio"], student_frames(batch["frames"], size))
         terms = task_losses(config, s, batch)

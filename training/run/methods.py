@@ -54,6 +54,7 @@ class Method:
     # student's outputs and returns extra outputs (it runs inside the student's forward, for DDP).
     extra_modules: Callable[[int, int], nn.Module] | None = None
     kd_only: bool = False  # the method is Hinton's KD itself
+    static_weights: bool = False  # reads the monitor's mean weight per modality on train instead of each sample's
 
 
 METHODS: dict[str, Method] = {}
@@ -135,3 +136,8 @@ register(Method("fitnets", "feature regression through learned projections", _fi
                 extra_modules=FitNetsProjections))
 register(Method("ktd", "kernelized token distillation", _ktd, 333.0, uses_kernel=True))
 register(Method("emktd", "entropy-monitored KTD", _emktd, 666.0, uses_monitor=True, uses_kernel=True))
+# The control that isolates the per-sample part of EM-KTD: its weights with the clip-to-clip
+# variation taken out (the monitor's mean weight per modality over the training frames).
+register(Method("emktd-static", "KTD weighted by the monitor's mean weight per modality on train (EM-KTD "
+                "without the per-sample part)", _emktd, 666.0, uses_monitor=True, uses_kernel=True,
+                static_weights=True))

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file
 
 from emktd.bench import hardware
+from emktd.files import atomic_path
 from emktd.hub import ModelLoadError, load_pretrained, save_pretrained
 from emktd.models import PRESETS, AVTransformer, create_model
 from emktd.monitor import MONITOR_CONFIG, MONITOR_WEIGHTS, EntropyMonitor, save_monitor
@@ -41,7 +42,7 @@ from .folder import RunFolder
 from .loop import Fit, State, train_one_epoch
 from .objective import Grids, Trainee
 from .methods import parse
-from .probes import train_probes
+from .probes import RunMonitor, train_probes
 from .teacher import TeacherCache, cache_folder, fill_cache, load_teacher, state_digest
 
 
@@ -189,28 +190,60 @@ def teacher_cache(config: cfg.RunConfig, setup: Setup, folder: RunFolder, device
     return cache
 
 
+FOLDS_WEIGHTS = "monitor-folds.safetensors"
+
+
 def entropy_monitor(config: cfg.RunConfig, setup: Setup, folder: RunFolder, cache, device,
-                    progress: bool) -> EntropyMonitor | None:
-    """The run's monitor: fitted once (and saved in the run folder), then read back frozen."""
-    if setup.teacher is None or not parse(config.method)[0].uses_monitor:
+                    progress: bool) -> RunMonitor | None:
+    """The run's monitor: fitted once (and saved in the run folder: the probes in the monitor
+    files, the cross-fitted folds' beside them), then read back frozen."""
+    method = parse(config.method)[0] if setup.teacher is not None else None
+    if method is None or not method.uses_monitor:
         return None
     teacher = setup.teacher
-    monitor = EntropyMonitor.for_model(teacher.config, config.resolved_monitor(), len(setup.data.labels)).to(device)
+
+    def new_monitor():
+        return EntropyMonitor.for_model(teacher.config, config.resolved_monitor(), len(setup.data.labels)).to(device)
+
+    monitor = new_monitor()
     saved = [folder.path / MONITOR_WEIGHTS, folder.path / MONITOR_CONFIG]
+    if config.monitor_folds:
+        saved.append(folder.path / FOLDS_WEIGHTS)
     if not all(p.is_file() for p in saved) and world()[0] == 0:
         # Segmentation probes need masks: the first annotated frame has one in every layout.
         visits = data.FrameVisits(setup.data.train.clips, 1 if monitor.task == "segmentation"
                                   else config.frames_per_clip, config.seed)
-        report = train_probes(config, teacher, monitor, visits, device, progress, cache)
+        report, folds = train_probes(config, teacher, monitor, visits, device, progress, cache, config.monitor_folds)
         folder.log({"type": "probes", **report})
         held = report["held_out"]
         print("entropy probes (held-out accuracy, mean entropy in nats): " + ", ".join(
             f"{m} {100 * r['accuracy']:.1f} %, {r['entropy']:.2f}" for m, r in held.items())
             + f"; best of {len(report['epoch_losses'])} epochs: {report['best_epoch']}", flush=True)
-        save_monitor(monitor, folder.path, config.lam)
+        if folds:
+            from safetensors.torch import save_file
+
+            print(f"cross-fitted monitor, {len(folds)} folds (accuracy, entropy on the fold each never saw): "
+                  + ", ".join(f"{m} {100 * r['accuracy']:.1f} %, {r['entropy']:.2f}"
+                              for m, r in report["out_of_fold"].items()), flush=True)
+            with atomic_path(folder.path / FOLDS_WEIGHTS) as tmp:
+                save_file({f"{k}.{name}": v.detach().cpu().contiguous() for k, fold in enumerate(folds)
+                           for name, v in fold.state_dict().items()}, str(tmp))
+        save_monitor(monitor, folder.path, config.lam, train_mean_weights=report["mean_weights"])
     barrier()
     monitor.load_state_dict(load_file(str(saved[0]), device=str(device)))  # every rank reads rank 0's probes
-    return monitor.eval().requires_grad_(False)
+    folds = []
+    if config.monitor_folds:
+        stored = load_file(str(folder.path / FOLDS_WEIGHTS), device=str(device))
+        for k in range(config.monitor_folds):
+            fold = new_monitor()
+            fold.load_state_dict({name[len(f"{k}."):]: v for name, v in stored.items() if name.startswith(f"{k}.")})
+            folds.append(fold.eval().requires_grad_(False))
+    static = None
+    if method.static_weights:
+        static = json.loads((folder.path / MONITOR_CONFIG).read_text())["train_mean_weights"]
+        print("static EM weights (the monitor's means on the training frames): "
+              + ", ".join(f"{m} {w:.3f}" for m, w in static.items()), flush=True)
+    return RunMonitor(monitor.eval().requires_grad_(False), folds, static)
 
 
 def optimiser_and_resume(config: cfg.RunConfig, setup: Setup, folder: RunFolder):

@@ -6,15 +6,23 @@ training clips, stopped on the loss of the rest (the paper's two-stage process: 
 trained to convergence, then frozen), and their accuracy and mean entropy are reported, since a
 probe that has barely moved from its initialisation gives near-maximal entropy everywhere and
 its weights would say nothing about a clip.
+
+A run reads its weights through :class:`RunMonitor`: per sample from the probes (EM-KTD), per
+sample from the probes of the clip's own fold when cross-fitted (``--monitor-folds k``: probes
+fitted on the other folds, so no clip is weighted by probes that saw it), or as the probes' mean
+weight per modality over the training frames (the ``emktd-static`` control).
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import zlib
 from collections import defaultdict
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from emktd.models import MODALITIES, AVTransformer
 from emktd.monitor import EntropyMonitor, entropy
@@ -24,15 +32,45 @@ from .data import ResumableSampler, loader, to_device
 from .teacher import TeacherCache, teacher_outputs
 
 
+def fold_of(key: str, folds: int) -> int:
+    """The fold of a clip (``key``: a clip id or a frame key ``<clip id>#<frame>``), fixed by its id."""
+    return zlib.crc32(key.rsplit("#", 1)[0].encode()) % folds
+
+
+class RunMonitor(nn.Module):
+    """The EM weights a run reads, ``{modality: [B]}``: see the module's docstring.
+
+    ``folds``: the cross-fitted probes, fold k's fitted on the clips of the other folds; samples
+    whose keys are not given (evaluation) read ``monitor``, fitted on every training clip.
+    ``static``: constant weights per modality, whatever the sample."""
+
+    def __init__(self, monitor: EntropyMonitor, folds=(), static: dict[str, float] | None = None):
+        super().__init__()
+        self.monitor, self.folds, self.static = monitor, nn.ModuleList(folds), static
+        self.task = monitor.task
+
+    def weights(self, tokens: dict[str, torch.Tensor], lam: float, keys=None) -> dict[str, torch.Tensor]:
+        if self.static is not None:
+            return {m: torch.full((t.shape[0],), self.static[m], device=t.device) for m, t in tokens.items()
+                    if t is not None}
+        if len(self.folds) and keys is not None:
+            each = [fold.weights(tokens, lam) for fold in self.folds]
+            pick = torch.tensor([fold_of(k, len(self.folds)) for k in keys], device=next(iter(each[0].values())).device)
+            return {m: torch.stack([w[m] for w in each], dim=1).gather(1, pick[:, None]).squeeze(1) for m in each[0]}
+        return self.monitor.weights(tokens, lam)
+
+
 def gather_features(config: RunConfig, teacher: AVTransformer, monitor: EntropyMonitor, dataset, device,
-                    progress: bool, cache: TeacherCache | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """What each probe reads, per training frame, and the targets (class ids or masks)."""
+                    progress: bool, cache: TeacherCache | None = None
+                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]:
+    """What each probe reads, per training frame, the targets (class ids or masks) and the frames' keys."""
     from tqdm import tqdm
 
     seg = monitor.task == "segmentation"
     gh, gw = teacher.config.visual_grid
     feats: dict[str, list[torch.Tensor]] = defaultdict(list)
     targets: list[torch.Tensor] = []
+    frame_keys: list[str] = []
     data_loader = loader(dataset, config.batch_size, ResumableSampler(len(dataset), config.seed, shuffle=False),
                          config.workers)
     teacher.eval()
@@ -55,9 +93,10 @@ def gather_features(config: RunConfig, teacher: AVTransformer, monitor: EntropyM
             else:
                 feats[m].append(x.mean(dim=1, keepdim=True).cpu())  # pooled: what a linear probe reads
         targets.append((batch["masks"][:, 0] if seg else batch["target"]).cpu())
+        frame_keys += list(keys)
     if not targets:
         raise SystemExit("no training samples reached the entropy probes")
-    return {m: torch.cat(v) for m, v in feats.items()}, torch.cat(targets)
+    return {m: torch.cat(v) for m, v in feats.items()}, torch.cat(targets), frame_keys
 
 
 def holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,10 +134,47 @@ def probe_report(monitor: EntropyMonitor, feats: dict[str, torch.Tensor], target
 
 
 def train_probes(config: RunConfig, teacher: AVTransformer, monitor: EntropyMonitor, dataset, device,
-                 progress: bool, cache: TeacherCache | None = None) -> dict:
-    """Gather the teacher's features of ``dataset`` and fit the probes on them (:func:`fit_probes`)."""
-    feats, target = gather_features(config, teacher, monitor, dataset, device, progress, cache)
-    return fit_probes(config, monitor, feats, target, device, progress)
+                 progress: bool, cache: TeacherCache | None = None, folds: int = 0) -> tuple[dict, list[EntropyMonitor]]:
+    """Gather the teacher's features of ``dataset`` and fit the probes on them (:func:`fit_probes`);
+    with ``folds`` >= 2, also one monitor per fold, fitted on the other folds' clips.  Returns the
+    report (with each probe's mean weight over the training frames at ``config.lam``, and with
+    folds each probe's accuracy and entropy on the fold it never saw) and the fold monitors."""
+    feats, target, keys = gather_features(config, teacher, monitor, dataset, device, progress, cache)
+    report = fit_probes(config, monitor, feats, target, device, progress)
+    report["mean_weights"] = mean_weights(monitor, feats, config.lam, device)
+    fold_monitors = []
+    if folds >= 2:
+        fold = torch.tensor([fold_of(k, folds) for k in keys])
+        unseen = []
+        for k in range(folds):
+            inside, outside = (fold != k).nonzero().squeeze(1), (fold == k).nonzero().squeeze(1)
+            if len(outside) == 0 or len(inside) == 0:
+                raise SystemExit(f"cross-fitted monitor: fold {k} of {folds} is empty; use fewer folds")
+            member = copy.deepcopy(monitor).requires_grad_(True)
+            for module in member.modules():  # a fresh start, as the plain monitor had
+                if isinstance(module, nn.Linear):
+                    module.reset_parameters()
+            fit_probes(config, member, {m: v[inside] for m, v in feats.items()}, target[inside], device)
+            unseen.append((len(outside), probe_report(member, {m: v[outside] for m, v in feats.items()},
+                                                      target[outside], device)))
+            fold_monitors.append(member)
+        total = sum(n for n, _ in unseen)
+        report["folds"] = folds
+        report["out_of_fold"] = {m: {key: sum(n * r[m][key] for n, r in unseen) / total for key in ("accuracy", "entropy")}
+                                 for m in unseen[0][1]}
+    return report, fold_monitors
+
+
+@torch.no_grad()
+def mean_weights(monitor: EntropyMonitor, feats: dict[str, torch.Tensor], lam: float, device,
+                 batch_size: int = 256) -> dict[str, float]:
+    """Each probe's mean EM weight ``exp(-lam * H)`` over the gathered frames."""
+    sums: dict[str, float] = defaultdict(float)
+    n = next(iter(feats.values())).shape[0]
+    for i in range(0, n, batch_size):
+        for m, w in monitor.weights({m: v[i:i + batch_size].to(device) for m, v in feats.items()}, lam).items():
+            sums[m] += float(w.sum())
+    return {m: v / max(1, n) for m, v in sums.items()}
 
 
 def fit_probes(config: RunConfig, monitor: EntropyMonitor, feats: dict[str, torch.Tensor], target: torch.Tensor,
@@ -107,8 +183,6 @@ def fit_probes(config: RunConfig, monitor: EntropyMonitor, feats: dict[str, torc
     stopped when the loss on held-out training clips has not improved for ``probe_patience``
     epochs, keeping the best epoch's probes.  Returns the epochs' losses and, per probe, its
     accuracy and mean entropy on the training and the held-out clips."""
-    import copy
-
     from tqdm import tqdm
 
     train_idx, held_idx = holdout(target.shape[0], config.probe_holdout, config.seed)

@@ -152,9 +152,10 @@ def fill_cache(config: RunConfig, teacher: AVTransformer, dataset, cache: Teache
 
 def teacher_outputs(teacher: AVTransformer, monitor, audio, frames, lam: float, keys=None,
                     cache: TeacherCache | None = None) -> dict[str, torch.Tensor]:
-    """Teacher logits and tokens and (with a monitor) EM weights; with a cache and keys, only the
-    samples not cached yet go through the teacher.  The weights are computed from the tokens
-    each time: the cache holds the teacher's outputs only, whatever monitor a run trains."""
+    """Teacher logits and tokens and (with a monitor, a probes.RunMonitor) EM weights; with a cache
+    and keys, only the samples not cached yet go through the teacher.  The weights are computed
+    from the tokens each time: the cache holds the teacher's outputs only, whatever monitor a run
+    trains.  ``keys`` (the frames' keys) also tell a cross-fitted monitor each sample's fold."""
     use_cache = cache is not None and keys is not None
     found = cache.get(keys) if use_cache else [None] * audio.shape[0]
     missing = [i for i, f in enumerate(found) if f is None]
@@ -178,6 +179,6 @@ def teacher_outputs(teacher: AVTransformer, monitor, audio, frames, lam: float, 
                                      else f[name].to(audio.device, torch.float32)
                                      for i, f in enumerate(found)]) for name in names}
     if monitor is not None:
-        for m, w in monitor.weights({m: result[m] for m in MODALITIES}, lam).items():
+        for m, w in monitor.weights({m: result[m] for m in MODALITIES}, lam, keys).items():
             result[f"w_{m}"] = w
     return result
