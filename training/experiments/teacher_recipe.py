@@ -26,8 +26,9 @@ the recipe's own included, in results/ (the sweeps table, val split).  About 17 
     python -m training.experiments.teacher_recipe --variants    # candidate additions, on val
 
 does the same for the fine-tuning stage with something added: the mask decoder's shallow pixel
-features (``--seg-skip-channels``), its tokens from earlier visual blocks (``--seg-visual-taps``),
-and both.  The pretrained weights have neither, so what they add starts untrained at fine-tuning.
+features (``--seg-skip-channels``) and its tokens from earlier visual blocks
+(``--seg-visual-taps``), one at a time.  The pretrained weights have neither, so what they add
+starts untrained at fine-tuning.
 """
 
 from __future__ import annotations
@@ -62,7 +63,6 @@ ABLATIONS: dict[str, tuple[str, str | None]] = {  # name: (flag, value; None dro
 VARIANTS: dict[str, list[str]] = {  # name: arguments added to the fine-tuning stage
     "pixel-skips": ["--seg-skip-channels", "16"],
     "block-taps": ["--seg-visual-taps", "2"],
-    "pixel-skips+block-taps": ["--seg-skip-channels", "16", "--seg-visual-taps", "2"],
 }
 
 
