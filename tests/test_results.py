@@ -29,7 +29,11 @@ def test_records_and_table(tmp_path):
     # Two seeds of one setting: mean 65.0, sample standard deviation 7.1 (top-1); 45.0 ± 7.1 (S4 mIoU).
     emktd = next(line for line in lines if "emktd+kd" in line)
     assert "| 2 | 347,970 | 65.0 ± 7.1 | 50.0 ± 0.0 | 45.0 ± 7.1 | - |" in emktd
-    assert "| only the audio | 0.900 | 0.100 | 0.500 |" in results.monitor_table(out)
+    assert "| classification | only the audio | 0.900 | 0.100 | 0.500 |" in results.monitor_table(out)
+    from PIL import Image
+
+    figure = results.monitor_figure(tmp_path / "view.png", out)
+    assert Image.open(figure).size[0] > 300
 
 
 def test_groups_of_clips_are_columns_and_mode_rows(tmp_path):

@@ -1,110 +1,168 @@
-"""Every run behind the README's results tables, in one resumable command.
+"""The method comparison behind the README's "Where EM-KTD stands", in one resumable command.
 
     python -m training.experiments.evidence            # run what is missing, record each run, print the tables
-    python -m training.experiments.evidence --list     # the plan and what is already recorded
-    python -m training.experiments.evidence --only kd-s0 none-s0
+    python -m training.experiments.evidence --list     # the plan, what is recorded, what val chose
+    python -m training.experiments.evidence --only tune-kd-t0-val
 
 Each run writes its folder under runs/evidence/<name> and, once finished, a record in
 results/<name>.json (see results.py).  A run that already has a record is skipped; one that
-was interrupted is resumed from its last checkpoint.  Records can be made over several
-sittings and machines: the table groups them by setting, whatever produced them.
+was interrupted is resumed from its last checkpoint, so the plan can span sittings and
+machines.  Every run reads the teacher's outputs from one disk cache, filled by the first.
 
-The plan, in order:
-1. The sweeps of EM-KTD + KD, evaluated on the *val* split (the test split selects nothing):
-   the student's learning rate (at lambda 1), then lambda at that rate.  The values with the
-   best val top-1 + mIoU are the ones every later run uses.
-2. The bundled student: EM-KTD + KD, 30 epochs, otherwise ``python training/distill.py``'s
-   settings, also evaluating the teacher (its S4/MS3 figures and the monitor's weights by mode).
-3. The comparison on test, on a shorter schedule (``--epochs``, 6 by default: a budget of
-   2 CPU cores): no distillation, KD, KTD + KD and EM-KTD + KD over three seeds; AT, SPKD,
-   MTST, FitNets (+ KD) and KTD with the linear and polynomial kernels over one; EM-KTD + KD
-   with the student at half the teacher's input resolution (the teacher's token grid pooled).
+The plan, in order (nothing is selected on test):
+1. **Schedule** (val): the student without distillation at each of SCHEDULES epochs; the
+   comparison's length is the first whose val mIoU is within SCHEDULE_TOLERANCE points of the
+   next longer one's (segmentation has levelled off), else the longest.
+2. **Tuning** (val, that schedule): every method gets the same budget, TRIALS runs: its
+   defaults, then configurations drawn from its own space (a Latin hypercube on log scales,
+   seeded by the method's name, so that each knob's range is covered evenly): the learning rate for all, beta for methods with a distillation term, lambda for
+   EM-KTD, the RBF kernel's gamma for kernel methods.  The trial with the best val top-1 + mIoU
+   (seen and new clips together) is the method's setting.
+3. **Comparison** (test, three seeds each): every method at its setting; and the controls, all
+   at EM-KTD's chosen setting, each changing one thing: static weights (``emktd-static``, the
+   monitor's mean weight per modality on train), KTD at EM-KTD's beta (weights all 1), a
+   cross-fitted monitor (``--monitor-folds 5``), and segmentation probes as the monitor.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
+import zlib
 from pathlib import Path
+
+import numpy as np
+
+from training.run.methods import METHODS, parse
 
 from . import results
 
 REPO = Path(__file__).resolve().parents[2]
 DISTILL = REPO / "training" / "distill.py"
 
-LAMBDAS = (0.25, 1.0, 4.0)
-DEFAULT_LAMBDA = 1.0
-LRS = (5e-4, 2e-3)  # the student's learning rate, chosen first (at the default lambda)
-DEFAULT_LR = 5e-4
-BUNDLED_EPOCHS = 30
+SCHEDULES = (10, 20, 40)
+SCHEDULE_TOLERANCE = 1.0  # points of val mIoU
+TRIALS = 4
+SEEDS = (0, 1, 2)
+METHODS_COMPARED = ("none", "kd", "at+kd", "spkd+kd", "mtst+kd", "fitnets+kd", "ktd+kd", "emktd+kd")
+DEFAULTS = {"lr": 2e-3, "lam": 1.0, "gamma": 0.5}  # the embedded preset's; beta: the method's default
+SPACE = {"lr": (3e-4, 4e-3), "beta": (0.1, 10.0), "lam": (0.1, 10.0), "gamma": (0.1, 2.0)}  # beta: x default
 # Every run reads the teacher's outputs from one disk cache, filled by the first run.
 CACHE = ["--teacher-cache-dir", ".cache/emktd/teacher", "--fill-teacher-cache", "true"]
+CONTROLS = {  # name: (method, extra flags) at EM-KTD's chosen setting
+    "emktd-static+kd": ("emktd-static+kd", []),
+    "ktd+kd-at-emktd-beta": ("ktd+kd", []),
+    "emktd+kd-crossfit5": ("emktd+kd", ["--monitor-folds", "5"]),
+    "emktd+kd-segmonitor": ("emktd+kd", ["--monitor", "segmentation"]),
+}
 
 
-def sweep_name(lr: float, lam: float) -> str:
-    return f"sweep-lam{lam:g}-val" if lr == DEFAULT_LR else f"sweep-lr{lr:g}-lam{lam:g}-val"
+def knobs(method: str) -> tuple[str, ...]:
+    """What is tuned for ``method``: the learning rate, and beta, lambda, gamma where they act."""
+    entry, _ = parse(method)
+    found = ["lr"]
+    if entry.term is not None:
+        found.append("beta")
+    if entry.uses_monitor:
+        found.append("lam")
+    if entry.uses_kernel:
+        found.append("gamma")
+    return tuple(found)
 
 
-def sweep_run(epochs: int, lr: float, lam: float) -> tuple[str, list[str]]:
-    return (sweep_name(lr, lam), ["--method", "emktd+kd", "--lam", str(lam), "--lr", str(lr), "--eval-split", "val",
-                                  "--epochs", str(epochs), "--eval-teacher", "false", *CACHE])
+def trials(method: str) -> list[dict[str, float]]:
+    """The method's TRIALS settings: its defaults first, then log-uniform draws from its space."""
+    entry, _ = parse(method)
+    names = knobs(method)
+    default = {"lr": DEFAULTS["lr"], "beta": entry.default_beta, "lam": DEFAULTS["lam"], "gamma": DEFAULTS["gamma"]}
+    rng = np.random.default_rng(zlib.crc32(method.encode()))
+    draws = TRIALS - 1
+    # Latin hypercube: each knob's log-range cut into as many strata as draws, each stratum drawn once
+    strata = {k: rng.permutation(draws) for k in names}
+    found = [{k: default[k] for k in names}]
+    for i in range(draws):
+        draw = {}
+        for k in names:
+            low, high = (math.log(v) for v in SPACE[k])
+            scale = default["beta"] if k == "beta" else 1.0
+            value = math.exp(low + (strata[k][i] + rng.uniform()) / draws * (high - low))
+            draw[k] = float(f"{scale * value:.2g}")
+        found.append(draw)
+    return found
 
 
-def lr_plan(epochs: int) -> list[tuple[str, list[str]]]:
-    return [sweep_run(epochs, lr, DEFAULT_LAMBDA) for lr in LRS]
+def flags_of(setting: dict[str, float]) -> list[str]:
+    return [part for k, v in setting.items() for part in (f"--{k}", f"{v:g}")]
 
 
-def lambda_plan(epochs: int, lr: float) -> list[tuple[str, list[str]]]:
-    return [sweep_run(epochs, lr, lam) for lam in LAMBDAS]
+def schedule_plan() -> list[tuple[str, list[str]]]:
+    return [(f"sched-none-e{e}-val", ["--method", "none", "--epochs", str(e), "--eval-split", "val",
+                                      "--eval-teacher", "false", "--lr", f"{DEFAULTS['lr']:g}"]) for e in SCHEDULES]
 
 
-def main_plan(epochs: int, lam: float, lr: float) -> list[tuple[str, list[str]]]:
-    short = ["--epochs", str(epochs), "--eval-teacher", "false", "--lr", str(lr), *CACHE]
-    plan = [("bundled-emktd+kd-s0", ["--method", "emktd+kd", "--lam", str(lam), "--epochs", str(BUNDLED_EPOCHS),
-                                     "--lr", str(lr), *CACHE])]
-    def seeded(seed):
-        s = ["--seed", str(seed)]
-        return [(f"none-s{seed}", ["--method", "none", *s, *short]),
-                (f"kd-s{seed}", ["--method", "kd", *s, *short]),
-                (f"ktd+kd-rbf-s{seed}", ["--method", "ktd+kd", "--kernel", "rbf", *s, *short]),
-                (f"emktd+kd-s{seed}", ["--method", "emktd+kd", "--lam", str(lam), *s, *short])]
-
-    # one seed of everything first, then the further seeds
-    plan += seeded(0)
-    for method in ("at+kd", "spkd+kd", "mtst+kd", "fitnets+kd"):
-        plan.append((f"{method}-s0", ["--method", method, *short]))
-    for kernel in ("linear", "poly"):
-        plan.append((f"ktd+kd-{kernel}-s0", ["--method", "ktd+kd", "--kernel", kernel, *short]))
-    plan.append(("emktd+kd-64px-s0", ["--method", "emktd+kd", "--lam", str(lam), "--student-image-size", "64",
-                                      *short]))
-    plan += seeded(1) + seeded(2)
+def tuning_plan(epochs: int) -> list[tuple[str, list[str]]]:
+    """Round-robin over the methods, so that a partial run of it has trials of every method."""
+    plan = []
+    for k in range(TRIALS):
+        for method in METHODS_COMPARED:
+            plan.append((f"tune-{method}-t{k}-val", ["--method", method, *flags_of(trials(method)[k]),
+                                                     "--epochs", str(epochs), "--eval-split", "val",
+                                                     "--eval-teacher", "false", *CACHE]))
     return plan
 
 
-def _val_score(results_dir: Path, name: str) -> float | None:
+def comparison_plan(epochs: int, chosen: dict[str, dict[str, float]]) -> list[tuple[str, list[str]]]:
+    """Every method at its chosen setting and the controls at EM-KTD's, seed by seed."""
+    plan = []
+    em = chosen["emktd+kd"]
+    for seed in SEEDS:
+        common = ["--seed", str(seed), "--epochs", str(epochs), *CACHE]
+        for method in METHODS_COMPARED:
+            # the reference's first seed also evaluates the teacher: the monitor's view by mode
+            teacher = "true" if method == "emktd+kd" and seed == 0 else "false"
+            plan.append((f"cmp-{method}-s{seed}", ["--method", method, *flags_of(chosen[method]), *common,
+                                                   "--eval-teacher", teacher]))
+        for name, (method, extra) in CONTROLS.items():
+            setting = {k: v for k, v in em.items() if k in knobs(method)}
+            teacher = "true" if "monitor" in " ".join(extra) and seed == 0 else "false"
+            plan.append((f"cmp-{name}-s{seed}", ["--method", method, *flags_of(setting), *extra, *common,
+                                                 "--eval-teacher", teacher]))
+    return plan
+
+
+def _val(results_dir: Path, name: str) -> dict | None:
     path = results_dir / f"{name}.json"
-    if not path.is_file():
+    return json.loads(path.read_text())["student"] if path.is_file() else None
+
+
+def chosen_schedule(results_dir: Path) -> int | None:
+    """The comparison's length from the schedule runs; None until all are recorded."""
+    found = [_val(results_dir, name) for name, _ in schedule_plan()]
+    if any(f is None for f in found):
         return None
-    student = json.loads(path.read_text())["student"]
-    return student["top1"] + student["mIoU"]
+    miou = [100 * (f.get("mIoU") or 0.0) for f in found]
+    for e, here, longer in zip(SCHEDULES, miou, miou[1:]):
+        if longer - here < SCHEDULE_TOLERANCE:
+            return e
+    return SCHEDULES[-1]
 
 
-def _select(scores: dict[float, float | None], default: float) -> float | None:
-    """The key with the best val top-1 + mIoU (ties to the default); None until every run is recorded."""
-    if any(v is None for v in scores.values()):
-        return None
-    best = max(scores.values())
-    return default if scores[default] == best else max(scores, key=scores.get)
-
-
-def selected_lr(results_dir: Path) -> float | None:
-    return _select({lr: _val_score(results_dir, sweep_name(lr, DEFAULT_LAMBDA)) for lr in LRS}, DEFAULT_LR)
-
-
-def selected_lambda(results_dir: Path, lr: float) -> float | None:
-    return _select({lam: _val_score(results_dir, sweep_name(lr, lam)) for lam in LAMBDAS}, DEFAULT_LAMBDA)
+def chosen_settings(results_dir: Path) -> dict[str, dict[str, float]] | None:
+    """Each method's trial with the best val top-1 + mIoU (the first on ties); None until every
+    trial of every method is recorded."""
+    chosen = {}
+    for method in METHODS_COMPARED:
+        scores = []
+        for k in range(TRIALS):
+            found = _val(results_dir, f"tune-{method}-t{k}-val")
+            if found is None:
+                return None
+            scores.append(found["top1"] + (found.get("mIoU") or 0.0))
+        chosen[method] = trials(method)[int(np.argmax(scores))]
+    return chosen
 
 
 def run_one(name: str, flags: list[str], runs_dir: Path, results_dir: Path, python: str) -> None:
@@ -123,40 +181,47 @@ def run_one(name: str, flags: list[str], runs_dir: Path, results_dir: Path, pyth
     print(results.record(folder, name, results_dir), flush=True)
 
 
+def plans(results_dir: Path) -> list[tuple[str, list[tuple[str, list[str]]]]]:
+    """The stages whose plan is known now: later stages wait for what val chooses."""
+    stages = [("schedule", schedule_plan())]
+    epochs = chosen_schedule(results_dir)
+    if epochs is not None:
+        stages.append(("tuning", tuning_plan(epochs)))
+        chosen = chosen_settings(results_dir)
+        if chosen is not None:
+            stages.append(("comparison", comparison_plan(epochs, chosen)))
+    return stages
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=6, help="schedule of the comparison and sweep runs")
     p.add_argument("--only", nargs="*", default=None, help="run only these names")
     p.add_argument("--list", action="store_true", help="print the plan and exit")
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "evidence")
     p.add_argument("--results", type=Path, default=results.RESULTS)
     args = p.parse_args(argv)
-
-    def stage(plan):
-        for name, flags in plan:
-            if (args.only is None or name in args.only) and not (args.results / f"{name}.json").is_file():
-                run_one(name, flags, args.runs, args.results, sys.executable)
-
     if args.list:
-        lr = selected_lr(args.results)
-        lam = selected_lambda(args.results, lr) if lr is not None else None
-        print(f"selected on val: lr {lr if lr is not None else 'not yet'}, lambda {lam if lam is not None else 'not yet'}")
-        plan = lr_plan(args.epochs) + lambda_plan(args.epochs, lr or DEFAULT_LR) + main_plan(
-            args.epochs, lam or DEFAULT_LAMBDA, lr or DEFAULT_LR)
-        for name, flags in plan:
-            state = "recorded" if (args.results / f"{name}.json").is_file() else "to run"
-            print(f"{name:28s} {state:9s} {' '.join(flags)}")
+        epochs, chosen = chosen_schedule(args.results), chosen_settings(args.results)
+        print(f"schedule chosen on val: {epochs if epochs is not None else 'not yet'} epochs")
+        for method, setting in (chosen or {}).items():
+            print(f"chosen on val for {method}: {' '.join(flags_of(setting))}")
+        for stage, plan in plans(args.results):
+            done = sum((args.results / f"{name}.json").is_file() for name, _ in plan)
+            print(f"-- {stage}: {done} of {len(plan)} recorded")
+            for name, flags in plan:
+                state = "recorded" if (args.results / f"{name}.json").is_file() else "to run"
+                print(f"{name:34s} {state:9s} {' '.join(flags)}")
         return
-    stage(lr_plan(args.epochs))
-    lr = selected_lr(args.results) or DEFAULT_LR
-    stage(lambda_plan(args.epochs, lr))
-    lam = selected_lambda(args.results, lr)
-    if lam is None:
-        if args.only is None:
-            raise SystemExit("the lambda sweep did not complete")
-        lam = DEFAULT_LAMBDA
-    print(f"selected on val: lr {lr}, lambda {lam}", flush=True)
-    stage(main_plan(args.epochs, lam, lr))
+    finished = set()
+    while True:  # each pass may unlock the next stage
+        todo = [(name, flags) for _, plan in plans(args.results) for name, flags in plan
+                if (args.only is None or name in args.only) and name not in finished
+                and not (args.results / f"{name}.json").is_file()]
+        if not todo:
+            break
+        name, flags = todo[0]
+        run_one(name, flags, args.runs, args.results, sys.executable)
+        finished.add(name)
     print(results.report(args.results))
 
 

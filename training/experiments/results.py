@@ -2,6 +2,7 @@
 
     python -m training.experiments.results record runs/RUN --name emktd+kd-s0   # results/<name>.json, a few KB
     python -m training.experiments.results table                                 # the README's tables, from results/*.json
+    python -m training.experiments.results figure --out docs/monitor_view.png    # the monitor's view, drawn
 
 A record keeps what a table needs from a finished run: the resolved config, the teacher's
 and the student's metrics on the evaluation split (with S4 and MS3 apart), clip counts,
@@ -238,24 +239,72 @@ def sweep_table(results_dir: Path = RESULTS) -> str:
     return table(results_dir, split="val")
 
 
+MONITOR_MODES = {"audio": "only the audio", "visual": "only the picture", "clean": "both",
+                 "multi": "both (two sources)"}
+
+
+def _monitor_kind(c: dict) -> str:
+    kind = c.get("monitor") or (c.get("resolved") or {}).get("monitor") or "classification"
+    return kind + (f", {c['monitor_folds']}-fold cross-fitted" if c.get("monitor_folds") else "")
+
+
+def monitor_view(results_dir: Path = RESULTS) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean EM weight per monitor kind, informativeness mode and modality, over the records whose
+    run evaluated its teacher with a monitor (the teacher's tokens on the evaluation clips)."""
+    rows = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for e in _records(results_dir):
+        if e.get("teacher") and e["teacher"].get("em_weights_by_mode"):
+            for mode, weights in e["teacher"]["em_weights_by_mode"].items():
+                for modality, w in weights.items():
+                    rows[_monitor_kind(e["config"])][mode][modality].append(w)
+    return {kind: {mode: {m: statistics.mean(v) for m, v in per.items()} for mode, per in modes.items()}
+            for kind, modes in rows.items()}
+
+
 def monitor_table(results_dir: Path = RESULTS) -> str:
     """The entropy monitor at work: mean EM weight per modality by informativeness mode (teacher tokens)."""
-    found = [e for e in _records(results_dir) if e.get("teacher") and e["teacher"].get("em_weights_by_mode")]
-    if not found:
+    view = monitor_view(results_dir)
+    if not view:
         return "no EM-KTD run records"
-    rows = defaultdict(lambda: defaultdict(list))
-    for e in found:
-        for mode, weights in e["teacher"]["em_weights_by_mode"].items():
-            for modality, w in weights.items():
-                rows[mode][modality].append(w)
-    lines = ["| test clips where ... tells the class | audio weight | visual weight | fused weight |",
-             "|---|---:|---:|---:|"]
-    names = {"audio": "only the audio", "visual": "only the picture", "clean": "both", "multi": "both (two sources)"}
-    for mode in ("audio", "visual", "clean", "multi"):
-        if mode in rows:
-            lines.append(f"| {names[mode]} | " + " | ".join(f"{statistics.mean(rows[mode][m]):.3f}"
-                                                            for m in ("audio", "visual", "fused")) + " |")
+    lines = ["| monitor | test clips where ... tells the class | audio weight | visual weight | fused weight |",
+             "|---|---|---:|---:|---:|"]
+    for kind in sorted(view):
+        for mode, name in MONITOR_MODES.items():
+            if mode in view[kind]:
+                lines.append(f"| {kind} | {name} | " + " | ".join(f"{view[kind][mode][m]:.3f}"
+                                                                  for m in ("audio", "visual", "fused")) + " |")
     return "\n".join(lines)
+
+
+def monitor_figure(out: Path, results_dir: Path = RESULTS) -> Path:
+    """The monitor's view as grouped bars: one panel per monitor kind, a group per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    view = monitor_view(results_dir)
+    if not view:
+        raise SystemExit(f"{results_dir}: no records of runs that evaluated their teacher with a monitor")
+    kinds = sorted(view)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 3.4), squeeze=False, sharey=True)
+    for ax, kind in zip(axes[0], kinds):
+        modes = [m for m in MONITOR_MODES if m in view[kind]]
+        for j, modality in enumerate(("audio", "visual", "fused")):
+            ax.bar([i + (j - 1) * 0.27 for i in range(len(modes))], [view[kind][m][modality] for m in modes],
+                   width=0.27, label=modality)
+        ax.set_xticks(range(len(modes)), [MONITOR_MODES[m].replace("both (", "both\n(").replace("the ", "the\n")
+                                                  for m in modes])
+        ax.set_title(f"{kind} monitor")
+        ax.set_xlabel("test clips where ... tells the class")
+    axes[0][0].set_ylabel("mean EM weight exp(-λH)")
+    axes[0][-1].legend(title="probe on the\nteacher's", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
 
 
 REFERENCE = "emktd+kd"
@@ -374,9 +423,14 @@ def main(argv=None) -> None:
                    help="for a teacher run: take the evaluation from this run's teacher evaluation")
     t = sub.add_parser("table", help="print the results tables")
     t.add_argument("--dir", type=Path, default=RESULTS)
+    f = sub.add_parser("figure", help="draw the monitor's view (mean EM weights by mode) to a PNG")
+    f.add_argument("--dir", type=Path, default=RESULTS)
+    f.add_argument("--out", type=Path, default=Path("docs/monitor_view.png"))
     args = p.parse_args(argv)
     if args.command == "record":
         print(record(args.run, args.name, evaluation_from=args.evaluation_from))
+    elif args.command == "figure":
+        print(monitor_figure(args.out, args.dir))
     else:
         print(report(args.dir))
 
