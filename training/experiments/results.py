@@ -82,7 +82,7 @@ def record(run: Path, name: str, out_dir: Path = RESULTS, evaluation_from: Path 
              "student": _summary(metrics["student"]),
              "teacher": _summary(metrics["teacher"]) if "teacher" in metrics else None,
              **{k: metrics.get(k) for k in ("hardware", "world_size", "train_seconds", "wall_seconds", "train_clips",
-                                             "student_parameters", "teacher_parameters", "manifest")}}
+                                             "student_parameters", "teacher_parameters", "manifest", "probes")}}
     if evaluation_from is not None:
         other = json.loads((Path(evaluation_from) / "metrics.json").read_text())
         if config["task"] != "teacher" or "teacher" not in other:
