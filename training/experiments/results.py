@@ -253,6 +253,9 @@ def monitor_view(results_dir: Path = RESULTS) -> dict[str, dict[str, dict[str, f
     run evaluated its teacher with a monitor (the teacher's tokens on the evaluation clips)."""
     rows = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for e in _records(results_dir):
+        method = METHODS.get(e["config"].get("method", "").split("+")[0])
+        if method is not None and method.static_weights:  # constants: nothing to see by mode
+            continue
         if e.get("teacher") and e["teacher"].get("em_weights_by_mode"):
             for mode, weights in e["teacher"]["em_weights_by_mode"].items():
                 for modality, w in weights.items():
