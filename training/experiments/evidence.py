@@ -15,8 +15,9 @@ The plan, in order (nothing is selected on test):
    next longer one's (segmentation has levelled off), else the longest.
 2. **Tuning** (val, that schedule): every method gets the same budget, TRIALS runs: its
    defaults, then configurations drawn from its own space (a Latin hypercube on log scales,
-   seeded by the method's name, so that each knob's range is covered evenly): the learning rate for all, beta for methods with a distillation term, lambda for
-   EM-KTD, the RBF kernel's gamma for kernel methods.  The trial with the best val top-1 + mIoU
+   seeded by the method's name, so that each knob's range is covered evenly): the learning
+   rate for all, beta for methods with a distillation term, lambda for EM-KTD, the RBF
+   kernel's gamma for kernel methods.  The trial with the best val top-1 + mIoU
    (seen and new clips together) is the method's setting.
 3. **Comparison** (test, three seeds each): every method at its setting; and the controls, all
    at EM-KTD's chosen setting, each changing one thing: static weights (``emktd-static``, the

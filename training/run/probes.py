@@ -55,8 +55,9 @@ class RunMonitor(nn.Module):
                     if t is not None}
         if len(self.folds) and keys is not None:
             each = [fold.weights(tokens, lam) for fold in self.folds]
-            pick = torch.tensor([fold_of(k, len(self.folds)) for k in keys], device=next(iter(each[0].values())).device)
-            return {m: torch.stack([w[m] for w in each], dim=1).gather(1, pick[:, None]).squeeze(1) for m in each[0]}
+            device = next(iter(each[0].values())).device
+            pick = torch.tensor([fold_of(k, len(self.folds)) for k in keys], device=device)[:, None]
+            return {m: torch.stack([w[m] for w in each], dim=1).gather(1, pick).squeeze(1) for m in each[0]}
         return self.monitor.weights(tokens, lam)
 
 
@@ -134,7 +135,8 @@ def probe_report(monitor: EntropyMonitor, feats: dict[str, torch.Tensor], target
 
 
 def train_probes(config: RunConfig, teacher: AVTransformer, monitor: EntropyMonitor, dataset, device,
-                 progress: bool, cache: TeacherCache | None = None, folds: int = 0) -> tuple[dict, list[EntropyMonitor]]:
+                 progress: bool, cache: TeacherCache | None = None,
+                 folds: int = 0) -> tuple[dict, list[EntropyMonitor]]:
     """Gather the teacher's features of ``dataset`` and fit the probes on them (:func:`fit_probes`);
     with ``folds`` >= 2, also one monitor per fold, fitted on the other folds' clips.  Returns the
     report (with each probe's mean weight over the training frames at ``config.lam``, and with
@@ -160,8 +162,8 @@ def train_probes(config: RunConfig, teacher: AVTransformer, monitor: EntropyMoni
             fold_monitors.append(member)
         total = sum(n for n, _ in unseen)
         report["folds"] = folds
-        report["out_of_fold"] = {m: {key: sum(n * r[m][key] for n, r in unseen) / total for key in ("accuracy", "entropy")}
-                                 for m in unseen[0][1]}
+        report["out_of_fold"] = {m: {key: sum(n * r[m][key] for n, r in unseen) / total
+                                     for key in ("accuracy", "entropy")} for m in unseen[0][1]}
     return report, fold_monitors
 
 
