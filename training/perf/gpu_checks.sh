@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks in one go: model time, the EM-KTD loss and the training step at the paper's
-# shapes, and a two-process DDP run in bf16 (a teacher, then an EM-KTD + KD student).
+# shapes (eager, and compiled with CUDA graphs), a two-process DDP run in bf16 (a teacher, then an
+# EM-KTD + KD student) and a torch.compile'd teacher run.
 #
 #     bash training/perf/gpu_checks.sh OUT [BENCH]
 #
@@ -8,7 +9,8 @@
 # benchmark for the DDP run (`python -m training.embedded.build build --small --formats s4,ms3
 # --root BENCH`); without it the DDP run is skipped.  Two processes on a machine with one GPU
 # share it over gloo (training/run/distributed.py); with two GPUs or more they use NCCL.
-# About 4 minutes on one H100.  PYTHON names the interpreter (default python3).
+# On one H100: 167 s without the two compiled checks, which took 218 s more (timed in a second
+# call before they joined this script).  PYTHON names the interpreter (default python3).
 set -u -o pipefail
 out=${1:?usage: gpu_checks.sh OUT [BENCH]}
 bench=${2:-}
@@ -33,6 +35,8 @@ $py -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torc
 
 check latency-bf16 120 $py -m emktd.bench latency --device cuda --dtype bf16 --batch 48 --repeats 20
 check latency-fp32 120 $py -m emktd.bench latency --device cuda --dtype fp32 --batch 48 --repeats 20
+check latency-compiled 240 $py -m emktd.bench latency --device cuda --dtype bf16 --batch 48 --repeats 20 \
+    --compile reduce-overhead
 check loss 180 $py -m emktd.bench loss --device cuda --batch 48 --dtype bf16 --repeats 20
 check throughput 300 $py -m training.perf.throughput --paper --device cuda --batch 48 --bf16 --repeats 10
 
@@ -55,6 +59,8 @@ if [ -n "$bench" ]; then
             "$runs/$run/metrics.json"
     done
     cp "$runs/student/log.jsonl" "$out/ddp-student-log.jsonl"
+    check compile 180 $py training/distill.py --task teacher --epochs 3 --compile true --eval-split val \
+        --out "$runs/compiled" "${common[@]}"
 fi
 echo "== all checks: $([ $failed -eq 0 ] && echo passed || echo 'SOME FAILED')"
 exit $failed
