@@ -227,7 +227,7 @@ def test_the_mask_decoder_reads_tokens_of_earlier_blocks():
     with pytest.raises(ValueError, match="seg_visual_taps 3 is not between 0 and depth_visual 2"):
         create_model("bench-student", seg_visual_taps=3)
     torch.manual_seed(0)
-    plain, tapped = create_model("bench-student"), create_model("bench-student", seg_visual_taps=2)
+    plain, tapped = create_model("bench-student", seg_visual_taps=0), create_model("bench-student", seg_visual_taps=2)
     c = tapped.config
     assert tapped.num_parameters() - plain.num_parameters() == 2 * (c.embed_dim * c.seg_decoder_dim + c.seg_decoder_dim)
     tapped.load_state_dict(plain.state_dict(), strict=False)

@@ -190,12 +190,13 @@ def test_teacher_pretrained_on_the_stream_then_fine_tuned(small_bench, tmp_path)
     # fine-tuning with a richer mask decoder: the pretrained weights stay, the decoder's new parts start untrained
     grown = tmp_path / "grown"
     distill.main([*common, "--init-from", str(pre / "student"), "--out", str(grown), "--eval-split", "val",
-                  "--lr", "0", "--min-lr", "0", "--seg-skip-channels", "8", "--seg-visual-taps", "2"])
+                  "--lr", "0", "--min-lr", "0", "--seg-skip-channels", "8", "--seg-visual-taps", "3"])
     before, after = load_pretrained(pre / "student").state_dict(), load_pretrained(grown / "student")
-    assert after.config.seg_skip_channels == 8 and after.config.tap_blocks == (2, 4)
+    assert load_pretrained(pre / "student").config.tap_blocks == (2, 4)  # the preset's
+    assert after.config.seg_skip_channels == 8 and after.config.tap_blocks == (1, 3, 4)
     assert all(torch.equal(v, before[k]) for k, v in after.state_dict().items()
                if not k.startswith("mask_decoder.stages.") and k in before)
-    assert {k for k in after.state_dict() if k not in before} >= {"mask_decoder.tap_proj.1.weight",
+    assert {k for k in after.state_dict() if k not in before} >= {"mask_decoder.tap_proj.2.weight",
                                                                    "mask_decoder.skips.down2.0.weight"}
     run = tmp_path / "bad"
     fails_fast([*common, "--init-from", str(pre / "student"), "--seg-visual-taps", "9", "--out", str(run)],
