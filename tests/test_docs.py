@@ -24,6 +24,14 @@ def test_the_results_page_holds_exactly_what_the_results_command_prints():
         assert table_lines(block) == table_lines(results.report(REPO / folder if folder else results.RESULTS))
 
 
+def test_the_page_command_rewrites_the_tables_and_keeps_the_prose(tmp_path):
+    page = tmp_path / "results.md"
+    original = (REPO / "docs" / "results.md").read_text()
+    stale = original.replace("| bench-student | emktd+kd", "| bench-student | stale", 1)
+    page.write_text(stale)
+    assert results.update_page(page) == 2 and page.read_text() == original
+
+
 def test_the_readme_headline_rows_are_rows_of_the_results_table():
     printed = set(table_lines(results.table()))
     rows = table_lines((REPO / "README.md").read_text().split("## The student against the teacher")[1]

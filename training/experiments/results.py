@@ -3,6 +3,7 @@
     python -m training.experiments.results record runs/RUN --name emktd+kd-s0   # results/<name>.json, a few KB
     python -m training.experiments.results table                                 # the README's tables, from results/*.json
     python -m training.experiments.results figure --out docs/monitor_view.png    # the monitor's view, drawn
+    python -m training.experiments.results page                                  # docs/results.md's tables, rewritten
 
 A record keeps what a table needs from a finished run: the resolved config, the teacher's
 and the student's metrics on the evaluation split (with S4 and MS3 apart), clip counts,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -416,6 +418,40 @@ def report(results_dir: Path = RESULTS) -> str:
                         sweep_table(results_dir), monitor_table(results_dir), compute_summary(results_dir)))
 
 
+PAGE_BLOCK = re.compile(r"<!-- (results[\w-]*):start \(python -m training.experiments.results table"
+                        r"(?: --dir ([\w/.-]+))?\) -->(.*?)<!-- \1:end -->", re.S)
+
+
+def update_page(page: Path, root: Path = RESULTS.parent) -> int:
+    """Rewrite the tables of each marked block of ``page`` with what its command prints now, in
+    order, leaving the prose between them; returns the number of blocks.  A block must hold as
+    many tables as its command prints (a new table needs its place, and caption, written first)."""
+    text = Path(page).read_text()
+
+    def rewrite(match):
+        folder = match.group(2)
+        printed = report(root / folder if folder else RESULTS)
+        tables = [[line for line in chunk.split("\n") if line.startswith("|")] for chunk in printed.split("\n\n")]
+        tables = [t for t in tables if t]
+        lines, runs, start = match.group(3).split("\n"), [], None
+        for i, line in enumerate(lines + [""]):
+            if line.startswith("|") and start is None:
+                start = i
+            elif not line.startswith("|") and start is not None:
+                runs.append((start, i))
+                start = None
+        if len(runs) != len(tables):
+            raise SystemExit(f"{page}: the block {match.group(1)} holds {len(runs)} tables, its command prints "
+                             f"{len(tables)}; place the missing ones first")
+        for (a, b), table_rows in reversed(list(zip(runs, tables))):
+            lines[a:b] = table_rows
+        return match.group(0).replace(match.group(3), "\n".join(lines))
+
+    updated, count = PAGE_BLOCK.subn(rewrite, text)
+    Path(page).write_text(updated)
+    return count
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -426,12 +462,16 @@ def main(argv=None) -> None:
                    help="for a teacher run: take the evaluation from this run's teacher evaluation")
     t = sub.add_parser("table", help="print the results tables")
     t.add_argument("--dir", type=Path, default=RESULTS)
+    u = sub.add_parser("page", help="rewrite the tables of a page's marked blocks (docs/results.md)")
+    u.add_argument("path", type=Path, nargs="?", default=RESULTS.parent / "docs" / "results.md")
     f = sub.add_parser("figure", help="draw the monitor's view (mean EM weights by mode) to a PNG")
     f.add_argument("--dir", type=Path, default=RESULTS)
     f.add_argument("--out", type=Path, default=Path("docs/monitor_view.png"))
     args = p.parse_args(argv)
     if args.command == "record":
         print(record(args.run, args.name, evaluation_from=args.evaluation_from))
+    elif args.command == "page":
+        print(f"{args.path}: {update_page(args.path)} blocks rewritten")
     elif args.command == "figure":
         print(monitor_figure(args.out, args.dir))
     else:
