@@ -9,16 +9,14 @@ REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
-def table_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("|")]
+table_lines = results.table_lines
 
 
 def test_the_results_page_holds_exactly_what_the_results_command_prints():
     """Each marked block of docs/results.md holds the tables its command prints (the current
     benchmark's records, and the first benchmark's, kept in results/benchmark-v1)."""
     page = (REPO / "docs" / "results.md").read_text()
-    blocks = re.findall(r"<!-- (results[\w-]*):start \(python -m training.experiments.results table"
-                        r"(?: --dir ([\w/.-]+))?\) -->(.*?)<!-- \1:end -->", page, re.S)
+    blocks = results.PAGE_BLOCK.findall(page)
     assert [name for name, _, _ in blocks] == ["results", "results-v1"]
     for _, folder, block in blocks:
         assert table_lines(block) == table_lines(results.report(REPO / folder if folder else results.RESULTS))

@@ -196,10 +196,8 @@ def _labels(c: dict) -> tuple[str, str]:
     entry = METHODS.get(c["method"].split("+")[0])
     method = c["method"] + (f" ({kernel})" if entry is not None and entry.uses_kernel else "")
     lam = f", λ={c['lam']}" if entry is not None and entry.uses_monitor else ""
-    monitor = []
-    if entry is not None and entry.uses_monitor:
-        monitor += [f"{c['monitor']} monitor"] if c.get("monitor") else []
-        monitor += [f"monitor {c['monitor_folds']}-fold cross-fitted"] if c.get("monitor_folds") else []
+    monitor = [f"{_monitor_kind(c)} monitor"] if (entry is not None and entry.uses_monitor and (
+        c.get("monitor") or c.get("monitor_folds"))) else []  # the plain monitor goes unnamed
     beta = [f"β={_beta(c):g}"] if entry is not None and entry.term is not None and _beta(c) is not None else []
     return label, ", ".join([f"{method}{lam}", *beta, *monitor, *_decoder(c), f"lr {c['lr']:g}", f"{c['epochs']} ep"])
 
@@ -422,6 +420,11 @@ PAGE_BLOCK = re.compile(r"<!-- (results[\w-]*):start \(python -m training.experi
                         r"(?: --dir ([\w/.-]+))?\) -->(.*?)<!-- \1:end -->", re.S)
 
 
+def table_lines(text: str) -> list[str]:
+    """The lines of ``text`` that are table rows."""
+    return [line for line in text.split("\n") if line.startswith("|")]
+
+
 def update_page(page: Path, root: Path = RESULTS.parent) -> int:
     """Rewrite the tables of each marked block of ``page`` with what its command prints now, in
     order, leaving the prose between them; returns the number of blocks.  A block must hold as
@@ -431,8 +434,7 @@ def update_page(page: Path, root: Path = RESULTS.parent) -> int:
     def rewrite(match):
         folder = match.group(2)
         printed = report(root / folder if folder else RESULTS)
-        tables = [[line for line in chunk.split("\n") if line.startswith("|")] for chunk in printed.split("\n\n")]
-        tables = [t for t in tables if t]
+        tables = [t for t in map(table_lines, printed.split("\n\n")) if t]
         lines, runs, start = match.group(3).split("\n"), [], None
         for i, line in enumerate(lines + [""]):
             if line.startswith("|") and start is None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 from safetensors.torch import load_file
 
 from emktd.bench import hardware
@@ -225,25 +226,21 @@ def entropy_monitor(config: cfg.RunConfig, setup: Setup, folder: RunFolder, cach
             print(f"cross-fitted monitor, {len(folds)} folds (accuracy, entropy on the fold each never saw): "
                   + ", ".join(f"{m} {100 * r['accuracy']:.1f} %, {r['entropy']:.2f}"
                               for m, r in report["out_of_fold"].items()), flush=True)
-            with atomic_path(folder.path / FOLDS_WEIGHTS) as tmp:
-                save_file({f"{k}.{name}": v.detach().cpu().contiguous() for k, fold in enumerate(folds)
-                           for name, v in fold.state_dict().items()}, str(tmp))
+            with atomic_path(folder.path / FOLDS_WEIGHTS) as tmp:  # keys <fold>.<probe tensor>
+                save_file({k: v.detach().cpu().contiguous() for k, v in nn.ModuleList(folds).state_dict().items()},
+                          str(tmp))
         save_monitor(monitor, folder.path, config.lam, train_mean_weights=report["mean_weights"])
     barrier()
     monitor.load_state_dict(load_file(str(saved[0]), device=str(device)))  # every rank reads rank 0's probes
-    folds = []
+    folds = nn.ModuleList(new_monitor() for _ in range(config.monitor_folds))
     if config.monitor_folds:
-        stored = load_file(str(folder.path / FOLDS_WEIGHTS), device=str(device))
-        for k in range(config.monitor_folds):
-            fold = new_monitor()
-            fold.load_state_dict({name[len(f"{k}."):]: v for name, v in stored.items() if name.startswith(f"{k}.")})
-            folds.append(fold.eval().requires_grad_(False))
+        folds.load_state_dict(load_file(str(folder.path / FOLDS_WEIGHTS), device=str(device)))
     static = None
     if method.static_weights:
         static = json.loads((folder.path / MONITOR_CONFIG).read_text())["train_mean_weights"]
         print("static EM weights (the monitor's means on the training frames): "
               + ", ".join(f"{m} {w:.3f}" for m, w in static.items()), flush=True)
-    return RunMonitor(monitor.eval().requires_grad_(False), folds, static)
+    return RunMonitor(monitor, folds, static).eval().requires_grad_(False)
 
 
 def optimiser_and_resume(config: cfg.RunConfig, setup: Setup, folder: RunFolder):
