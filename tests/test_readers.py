@@ -13,7 +13,7 @@ from conftest import indexed_frames, tone
 from training.readers.avsbench import MS3Dataset as AVSBenchMS3Dataset
 from training.readers.avsbench import S4Dataset as AVSBenchS4Dataset
 from training.readers.cavmae import CavMaeJsonDataset
-from training.readers.common import FormatError, collate, read_wav
+from training.readers.common import ClipCache, FormatError, collate, read_wav
 from training.readers.vggsound import VGGSoundDataset
 from emktd.features import FbankConfig
 from emktd.media import write_video
@@ -94,7 +94,8 @@ def test_cavmae_json(tmp_path):
     torch.testing.assert_close(batch["target"], torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
 
 
-def test_avsbench_s4(tmp_path):
+def s4_fixture(tmp_path):
+    """An S4 folder: vid_a (train, first mask only), vid_b (test, five masks), vid_c (listed, no files)."""
     root = tmp_path / "Single-source"
     data = root / "s4_data"
     root.mkdir(parents=True)
@@ -111,6 +112,11 @@ def test_avsbench_s4(tmp_path):
                 png(data / "gt_masks" / split / cat / name / f"{name}_{k}.png", mask)
         (data / "audio_wav" / split / cat).mkdir(parents=True)
         wav_file(data / "audio_wav" / split / cat / f"{name}.wav")
+    return root
+
+
+def test_avsbench_s4(tmp_path):
+    root = s4_fixture(tmp_path)
     train = AVSBenchS4Dataset(root, "train", labels=["dog", "female_singing"], fbank=FBANK, image_size=112)
     sample = train[0]
     assert sample["frames"].shape == (5, 3, 112, 112) and sample["masks"].shape == (5, 1, 112, 112)
@@ -147,3 +153,49 @@ def test_avsbench_ms3_palette_masks(tmp_path):
 def test_avsbench_wrong_layout(tmp_path):
     with pytest.raises(FormatError, match="AVSBench layout"):
         AVSBenchS4Dataset(tmp_path, "test")
+
+
+def _same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert (torch.equal(a[key], b[key]) if torch.is_tensor(a[key]) else a[key] == b[key]), key
+
+
+def test_avsbench_clip_cache_gives_what_decoding_gives(tmp_path, monkeypatch):
+    root = s4_fixture(tmp_path)
+    common = dict(labels=["dog", "female_singing"], fbank=FBANK, image_size=112)
+    cache = tmp_path / "clips"
+    for split, windows in (("train", None), ("test", 5)):
+        plain = AVSBenchS4Dataset(root, split, audio_windows=windows, **common)
+        cached = AVSBenchS4Dataset(root, split, audio_windows=windows, **common)
+        assert cached.use_clip_cache(cache)
+        item = plain.items[0]
+        for frames in ([2], [0], None, [4, 1]):  # a miss fills the whole clip; the rest are hits
+            _same(plain.load(item, frames), cached.load(item, frames))
+    assert len(list(cache.glob("*/*.npz"))) == 2  # one entry per clip (train and test apart)
+    assert len({p.parent for p in cache.glob("*/*.npz")}) == 2  # audio windows or not: another folder
+
+    # a new reader reads the entry back without decoding
+    reread = AVSBenchS4Dataset(root, "train", **common)
+    reread.use_clip_cache(cache)
+    expected = AVSBenchS4Dataset(root, "train", **common).load(reread.items[0], [0])
+    monkeypatch.setattr(AVSBenchS4Dataset, "decode", lambda *a: pytest.fail("decoded a cached clip"))
+    _same(reread.load(reread.items[0], [0]), expected)
+    monkeypatch.undo()
+
+    # a changed source file (a rebuilt dataset) is decoded again, as is an entry cut short
+    wav = reread.items[0]["wav"]
+    wav_file(wav, freq=1000.0)
+    fresh = AVSBenchS4Dataset(root, "train", **common).load(reread.items[0], [0])
+    assert not torch.equal(fresh["audio"], expected["audio"])
+    _same(reread.load(reread.items[0], [0]), fresh)
+    entry = next(iter(reread.clip_cache.folder.glob("*.npz")))
+    entry.write_bytes(entry.read_bytes()[:100])
+    _same(reread.load(reread.items[0], [0]), fresh)
+    assert not list(cache.glob("*/*.tmp"))
+
+
+def test_clip_cache_stamp_marks_missing_files(tmp_path):
+    (tmp_path / "a").write_bytes(b"abc")
+    stamp = ClipCache.stamp([tmp_path / "a", tmp_path / "b"])
+    assert stamp[0, 0] == 3 and stamp[1].tolist() == [-1, -1]

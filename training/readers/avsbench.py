@@ -4,6 +4,7 @@ audio_wav and audio_log_mel with a meta csv (see docs/datasets.md for the layout
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from emktd.features import SAMPLE_RATE_HZ, FbankConfig, audio_fbank, audio_fbank_windows, frames_to_tensor
 
-from .common import FormatError, Manifest, Reader, multi_hot, read_mask, read_rgb, read_wav
+from .common import ClipCache, FormatError, Manifest, Reader, multi_hot, read_mask, read_rgb, read_wav
 
 
 def s4_paths(root: Path, split: str, category: str, name: str, frames: int = 5) -> dict:
@@ -45,23 +46,43 @@ class _AVSBench(Reader):
     def load(self, item, frames: list[int] | None = None) -> dict:
         """The clip with the given annotated frames (0-based; default all five)."""
         ks = list(range(self.FRAMES)) if frames is None else frames
-        pictures = np.stack([read_rgb(item["frames"][k]) for k in ks])
-        masks = torch.zeros(len(ks), 1, self.image_size, self.image_size)
-        valid = torch.zeros(len(ks), dtype=torch.bool)
-        for i, k in enumerate(ks):
+        if self.clip_cache is None:
+            found = self.decode(item, ks)
+        else:  # the cache keeps whole clips: decode all five frames once, then pick
+            found = self.clip_cache.get(str(item["wav"]), [*item["frames"], *item["masks"], item["wav"]],
+                                        lambda: self.decode(item, list(range(self.FRAMES))))
+            found = {k: (v[ks] if k in ("pictures", "masks", "mask_valid") else v) for k, v in found.items()}
+        if frames is None and not found["mask_valid"].any():
+            raise FormatError(f"{item['masks'][0]}: no ground-truth mask for this clip")
+        return {"id": item["id"], "audio": torch.from_numpy(found["audio"]),
+                "frames": frames_to_tensor(found["pictures"], self.image_size),
+                "masks": torch.from_numpy(found["masks"]).float()[:, None],
+                "mask_valid": torch.from_numpy(found["mask_valid"]),
+                "target": multi_hot(item["labels"], len(self.labels))}
+
+    def decode(self, item, frames: list[int]) -> dict[str, np.ndarray]:
+        """The files of the given frames decoded, before any tensor transform: pictures ``[n, H, W, 3]``
+        uint8, masks ``[n, S, S]`` uint8 in {0, 1} at the image size (zero where a frame has none),
+        mask_valid ``[n]`` bool, and the clip's audio features (float32)."""
+        pictures = np.stack([read_rgb(item["frames"][k]) for k in frames])
+        masks = np.zeros((len(frames), self.image_size, self.image_size), dtype=np.uint8)
+        valid = np.zeros(len(frames), dtype=bool)
+        for i, k in enumerate(frames):
             path = item["masks"][k]
             if path.is_file():
                 mask = torch.from_numpy(read_mask(path))[None, None]
                 masks[i] = torch.nn.functional.interpolate(mask, size=(self.image_size, self.image_size),
-                                                           mode="nearest")[0]
+                                                           mode="nearest")[0, 0].numpy()
                 valid[i] = True
-        if frames is None and not valid.any():
-            raise FormatError(f"{item['masks'][0]}: no ground-truth mask for this clip")
         wav = read_wav(item["wav"])
         audio = (audio_fbank(wav, SAMPLE_RATE_HZ, self.fbank) if self.audio_windows is None
                  else audio_fbank_windows(wav, self.audio_windows, 1.0, SAMPLE_RATE_HZ, self.fbank))
-        return {"id": item["id"], "audio": audio, "frames": frames_to_tensor(pictures, self.image_size),
-                "masks": masks, "mask_valid": valid, "target": multi_hot(item["labels"], len(self.labels))}
+        return {"pictures": pictures, "masks": masks, "mask_valid": valid, "audio": audio.numpy()}
+
+    def use_clip_cache(self, root: Path) -> bool:
+        self.clip_cache = ClipCache(root, {"reader": "avsbench", "fbank": dataclasses.asdict(self.fbank),
+                                           "image_size": self.image_size, "audio_windows": self.audio_windows})
+        return True
 
     def _read_meta(self, root: Path, meta: str, data: str, columns: tuple[str, ...]) -> list[dict]:
         if not (root / meta).is_file() or not (root / data).is_dir():

@@ -9,8 +9,12 @@ the clips it really ran on.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 import wave
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,9 +125,74 @@ def collate(batch: list[dict]) -> tuple[dict | None, list[dict]]:
     return out, errors
 
 
+class ClipCache:
+    """Decoded clips kept on disk: one uncompressed ``.npz`` per clip under a folder named by the
+    decoding parameters, read back instead of decoding the clip's files again.
+
+    A reader decodes a clip the first time it is asked for it (in whichever data-loading
+    process asks; files are written to a temporary name and renamed, so processes and ranks
+    can fill one cache at once).  Each entry records the size and modification time of every
+    source file; an entry whose sources changed (a rebuilt dataset) is decoded again.  What
+    comes back is exactly what decoding gives, so a run reads the same samples either way.
+    """
+
+    def __init__(self, root: Path, params: dict):
+        text = json.dumps(params, sort_keys=True)
+        self.folder = Path(root) / hashlib.sha1(text.encode()).hexdigest()[:16]
+        self.params = text
+
+    @staticmethod
+    def stamp(sources: list[Path]) -> np.ndarray:
+        """(size, mtime in ns) of each source file, (-1, -1) for one that does not exist."""
+        found = []
+        for path in sources:
+            try:
+                info = os.stat(path)
+                found.append((info.st_size, info.st_mtime_ns))
+            except FileNotFoundError:
+                found.append((-1, -1))
+        return np.asarray(found, dtype=np.int64)
+
+    def entry(self, key: str) -> Path:
+        return self.folder / f"{hashlib.sha1(key.encode()).hexdigest()[:24]}.npz"
+
+    def get(self, key: str, sources: list[Path], decode) -> dict[str, np.ndarray]:
+        """The arrays ``decode()`` gives for the clip ``key`` made from ``sources``, from disk when
+        an entry made from the same files is there."""
+        path, stamp = self.entry(key), self.stamp(sources)
+        try:
+            with np.load(path) as stored:
+                if np.array_equal(stored["_sources"], stamp):
+                    return {name: stored[name] for name in stored.files if name != "_sources"}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # absent, from other files, or cut short: decode again
+        decoded = decode()
+        self._write(path, {**decoded, "_sources": stamp})
+        return decoded
+
+    def _write(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        params = self.folder / "params.json"
+        if not params.is_file():
+            params.write_text(self.params + "\n")
+        handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
 class Reader(torch.utils.data.Dataset):
     manifest: Manifest
     items: list
+    clip_cache: ClipCache | None = None  # set by readers that can keep decoded clips (see use_clip_cache)
+
+    def use_clip_cache(self, root: Path) -> bool:
+        """Keep decoded clips under ``root`` where this reader supports it (returns whether it does)."""
+        return False
 
     def __len__(self) -> int:
         return len(self.items)

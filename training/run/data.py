@@ -28,8 +28,10 @@ class RunData:
     eval: torch.utils.data.Dataset
     bases: list  # the underlying datasets (their manifests)
 
+    clip_cache: str = ""  # where decoded clips are kept, and which parts decode every time
+
     def report(self) -> list[str]:
-        return [base.manifest.report() for base in self.bases]
+        return [base.manifest.report() for base in self.bases] + ([self.clip_cache] if self.clip_cache else [])
 
 
 class Concat(torch.utils.data.Dataset):
@@ -126,7 +128,18 @@ def build(config: RunConfig, audio_frames: int, num_mel_bins: int, image_size: i
             raise FormatError(f"{reader.manifest.name}: no usable clips ({reader.manifest.report()})")
     train = Concat([r for _, r in parts.train], [n for n, _ in parts.train])
     return RunData(parts.labels, FrameVisits(train, config.frames_per_clip, config.seed),
-                   Concat([r for _, r in parts.eval], [n for n, _ in parts.eval]), readers)
+                   Concat([r for _, r in parts.eval], [n for n, _ in parts.eval]), readers,
+                   _use_clip_cache(config, readers))
+
+
+def _use_clip_cache(config: RunConfig, readers: list) -> str:
+    """Point the readers at --clip-cache-dir; a line saying where, and which readers decode every time."""
+    if not config.clip_cache_dir:
+        return ""
+    root = config.path(config.clip_cache_dir)
+    uncached = [reader.manifest.name for reader in readers if not reader.use_clip_cache(root)]
+    return (f"decoded clips kept in {root}"
+            + (f" (not for {', '.join(uncached)}: decoded every time)" if uncached else ""))
 
 
 def clip_modes(config: RunConfig) -> dict[str, str]:
