@@ -53,6 +53,7 @@ class State:
     epoch: int = 0
     step_in_epoch: int = 0  # batches of the current epoch already done
     global_step: int = 0
+    earlier_seconds: float = 0.0  # training time of earlier sittings, up to the checkpoint resumed from
 
 
 @dataclass

@@ -262,8 +262,10 @@ def optimiser_and_resume(config: cfg.RunConfig, setup: Setup, folder: RunFolder)
     return optimizer, state, generator
 
 
-def fit(config: cfg.RunConfig, setup: Setup, folder: RunFolder, monitor, cache, device, progress: bool) -> float | None:
-    """Train to the last epoch; returns the training seconds, or None when stopped early as asked."""
+def fit(config: cfg.RunConfig, setup: Setup, folder: RunFolder, monitor, cache, device,
+        progress: bool) -> tuple[float, float] | None:
+    """Train to the last epoch; returns the training seconds of all sittings and of earlier ones alone
+    (a resumed run), or None when stopped early as asked."""
     from tqdm import tqdm
 
     optimizer, state, generator = optimiser_and_resume(config, setup, folder)
@@ -277,8 +279,9 @@ def fit(config: cfg.RunConfig, setup: Setup, folder: RunFolder, monitor, cache, 
         model = torch.compile(model)
 
     def checkpoint():
+        saved = replace(state, earlier_seconds=state.earlier_seconds + time.time() - started)
         folder.save_checkpoint({"trainee": setup.trainee.state_dict(), "optimizer": optimizer.state_dict(),
-                                "state": asdict(state), "generator": generator.get_state(),
+                                "state": asdict(saved), "generator": generator.get_state(),
                                 "architecture": setup.student.config.to_dict()})
 
     sampler = data.ResumableSampler(len(setup.data.train), config.seed)
@@ -300,7 +303,7 @@ def fit(config: cfg.RunConfig, setup: Setup, folder: RunFolder, monitor, cache, 
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
         checkpoint()
     bar.close()
-    seconds = time.time() - started
+    seconds = state.earlier_seconds + time.time() - started  # all sittings: a resumed run's whole training
     checkpoint()
     digest = state_digest(setup.student) + "\n"
     folder.write("final_student_sha256.txt", digest)
@@ -309,11 +312,11 @@ def fit(config: cfg.RunConfig, setup: Setup, folder: RunFolder, monitor, cache, 
         barrier()
     if not finished:
         print(f"stopped after step {state.global_step} as asked (--stop-after-steps); resume with --resume", flush=True)
-    return seconds if finished else None
+    return (seconds, state.earlier_seconds) if finished else None
 
 
 def evaluate_and_write(config: cfg.RunConfig, setup: Setup, folder: RunFolder, monitor, cache, device,
-                       progress: bool, train_seconds: float, started: float) -> dict:
+                       progress: bool, train_seconds: float, started: float, earlier_seconds: float = 0.0) -> dict:
     teacher, student, run_data = setup.teacher, setup.student, setup.data
     save_pretrained(student, folder.path / "student")
     modes, groups = data.clip_modes(config), data.clip_groups(config)
@@ -335,7 +338,8 @@ def evaluate_and_write(config: cfg.RunConfig, setup: Setup, folder: RunFolder, m
     if cache is not None:
         result["teacher_cache"] = {"hits": cache.hits, "misses": cache.misses, "gb": round(cache.used / 2**30, 2)}
     result["manifest"] = [b.manifest.report() for b in run_data.bases]
-    result["wall_seconds"] = round(time.time() - started, 1)
+    # this sitting, and the training of earlier ones (a resumed run's record counts all of its compute)
+    result["wall_seconds"] = round(time.time() - started + earlier_seconds, 1)
     folder.write("metrics.json", json.dumps(result, indent=1) + "\n")
     folder.write("manifest.json", json.dumps({b.manifest.name: {"rows": b.manifest.rows, "missing": b.manifest.missing,
                                                                 "corrupt": b.manifest.corrupt}
@@ -358,10 +362,12 @@ def main(argv=None) -> dict | None:
     folder.write("config.json", cfg.to_json(config))
     cache = teacher_cache(config, setup, folder, device, progress)
     monitor = entropy_monitor(config, setup, folder, cache, device, progress)
-    train_seconds = fit(config, setup, folder, monitor, cache, device, progress)
+    trained = fit(config, setup, folder, monitor, cache, device, progress)
     result = None
-    if train_seconds is not None and rank == 0:
-        result = evaluate_and_write(config, setup, folder, monitor, cache, device, progress, train_seconds, started)
+    if trained is not None and rank == 0:
+        train_seconds, earlier_seconds = trained
+        result = evaluate_and_write(config, setup, folder, monitor, cache, device, progress, train_seconds, started,
+                                    earlier_seconds)
     if world_size > 1:
         barrier()
         torch.distributed.destroy_process_group()
