@@ -218,6 +218,19 @@ def test_a_run_fills_the_disk_cache_of_teacher_outputs_then_reads_it(small_bench
     assert not any(r["type"] == "teacher_cache" for r in records(second))
 
 
+def test_a_run_reading_decoded_clips_from_disk_takes_the_same_steps(small_bench, teacher_dir, tmp_path):
+    common = ["--method", "kd", "--stop-after-steps", "2", "--image-augment", "0.5"]
+    distill.main(args(small_bench, teacher_dir, tmp_path / "files", *common))
+    cache = tmp_path / "clips"
+    for name in ("filling", "reading"):  # the first fills the cache as it goes, the second reads it back
+        distill.main(args(small_bench, teacher_dir, tmp_path / name, *common, "--clip-cache-dir", str(cache)))
+        assert len(list(cache.glob("*/*.npz"))) == 2 * 4  # the clips of two batches of four
+        expected = [r for r in records(tmp_path / "files") if r["type"] == "train"]
+        found = [r for r in records(tmp_path / name) if r["type"] == "train"]
+        assert [{k: r[k] for k in ("cls", "seg", "kd")} for r in found] == [
+            {k: r[k] for k in ("cls", "seg", "kd")} for r in expected]
+
+
 def fails_fast(argv, match, run):
     with pytest.raises(SystemExit, match=match):
         distill.main(argv)
@@ -274,10 +287,15 @@ def test_killed_run_resumes_to_the_same_weights(small_bench, teacher_dir, tmp_pa
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     checkpoint = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)
     assert 6 <= checkpoint["state"]["global_step"] < 18
-    distill.main(["--out", str(killed), "--resume", "true"])
+    earlier = checkpoint["state"]["earlier_seconds"]
+    assert earlier > 0  # the checkpoint keeps the training time spent so far
+    started = time.time()
+    result = distill.main(["--out", str(killed), "--resume", "true"])
     assert (killed / "final_student_sha256.txt").read_text() == (straight / "final_student_sha256.txt").read_text()
     resumed = [r for r in records(killed) if r["type"] == "start"]
     assert resumed[-1]["resumed_at"] == checkpoint["state"]["global_step"]
+    # the record counts both sittings: the first's training up to its checkpoint, and this one
+    assert result["train_seconds"] > earlier and result["wall_seconds"] >= earlier + (time.time() - started) * 0.9
 
 
 def test_two_processes_end_with_identical_weights(small_bench, teacher_dir, tmp_path):
