@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from training.experiments import results
+from training.experiments import evidence, results
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -43,3 +43,10 @@ def test_relative_links_and_named_files_exist():
             assert (page.parent / target).exists(), f"{page.name}: {target}"
         for named in re.findall(r"`((?:training|emktd|tests)/[\w/]+\.py)", page.read_text()):
             assert (REPO / named).is_file(), f"{page.name}: {named}"
+
+
+def test_the_readme_grids_are_what_the_evidence_command_prints():
+    block = evidence.GRIDS_BLOCK.search((REPO / "README.md").read_text())
+    assert block is not None, "README.md has no grids block"
+    assert block.group(2).strip() == evidence.grid_table(results.RESULTS).strip(), (
+        "README.md's grids differ from the records; run python -m training.experiments.evidence --grids README.md")

@@ -1,4 +1,8 @@
 import json
+import stat
+import sys
+
+import pytest
 
 from training.experiments import evidence
 
@@ -21,33 +25,41 @@ def test_every_method_gets_the_same_number_of_trials_over_its_own_knobs():
     assert evidence.knobs("emktd+kd") == ("lr", "beta", "lam", "gamma")
     assert evidence.trials("emktd+kd")[0] == {"lr": 2e-3, "beta": 666.0, "lam": 1.0, "gamma": 0.5}
     plan = evidence.tuning_plan(20)
-    assert len(plan) == evidence.TRIALS * len(evidence.METHODS_COMPARED)
+    # none's defaults are the schedule run at that length, not run again
+    assert len(plan) == evidence.TRIALS * len(evidence.METHODS_COMPARED) - 1
+    assert "tune-none-t0-val" not in dict(plan) and evidence.trial_name("none", 0, 20) == "sched-none-e20-val"
     assert all(flags[flags.index("--eval-split") + 1] == "val" and flags[flags.index("--epochs") + 1] == "20"
                for _, flags in plan)
 
 
 def test_the_schedule_is_where_val_miou_levels_off(tmp_path):
     names = [name for name, _ in evidence.schedule_plan()]
+    assert names[-1] == f"sched-none-e{evidence.SCHEDULE_CHECK}-val" and len(names) == len(evidence.SCHEDULES) + 1
     assert evidence.chosen_schedule(tmp_path) is None
-    for name, miou in zip(names, (0.05, 0.15, 0.155)):
-        write(tmp_path, name, 0.5, miou)
+    write(tmp_path, names[0], 0.5, 0.05)
+    write(tmp_path, names[1], 0.5, 0.15)
+    assert evidence.chosen_schedule(tmp_path) is None  # 10 -> 20 still climbs; 40 not known yet
+    write(tmp_path, names[2], 0.5, 0.155)
     assert evidence.chosen_schedule(tmp_path) == evidence.SCHEDULES[1]  # 20 -> 40 adds half a point
     write(tmp_path, names[2], 0.5, 0.30)
-    assert evidence.chosen_schedule(tmp_path) == evidence.SCHEDULES[2]  # still climbing: the longest
+    # still climbing at 40: the longest affordable length, before the check at 80 is run
+    assert evidence.chosen_schedule(tmp_path) == evidence.SCHEDULES[2]
 
 
 def test_settings_are_chosen_on_val_and_the_controls_take_emktds(tmp_path):
     for name, _ in evidence.schedule_plan():
         write(tmp_path, name, 0.5, 0.2)
     epochs = evidence.chosen_schedule(tmp_path)
+    assert epochs == evidence.SCHEDULES[0]
     assert [stage for stage, _ in evidence.plans(tmp_path)] == ["schedule", "tuning"]
     for method in evidence.METHODS_COMPARED:
         for k in range(evidence.TRIALS):
-            if (method, k) != ("emktd+kd", 3):
-                write(tmp_path, f"tune-{method}-t{k}-val", 0.40 + 0.01 * (k == 2), 0.1)
-    assert evidence.chosen_settings(tmp_path) is None  # one trial is missing
+            if (method, k) != ("emktd+kd", 3) and (method, k) != ("none", 0):  # none's t0: the schedule run
+                write(tmp_path, evidence.trial_name(method, k, epochs), 0.40 + 0.01 * (k == 2), 0.1)
+    assert evidence.chosen_settings(tmp_path, epochs) is None  # one trial is missing
     write(tmp_path, "tune-emktd+kd-t3-val", 0.40, 0.2)  # the best of EM-KTD's trials on top-1 + mIoU
-    chosen = evidence.chosen_settings(tmp_path)
+    chosen = evidence.chosen_settings(tmp_path, epochs)
+    assert chosen["none"] == evidence.trials("none")[0]  # its schedule run scored best
     assert chosen["kd"] == evidence.trials("kd")[2] and chosen["emktd+kd"] == evidence.trials("emktd+kd")[3]
     plan = dict(evidence.plans(tmp_path)[-1][1])
     assert len(plan) == len(evidence.SEEDS) * (len(evidence.METHODS_COMPARED) + len(evidence.CONTROLS))
@@ -63,3 +75,42 @@ def test_settings_are_chosen_on_val_and_the_controls_take_emktds(tmp_path):
     ktd = plan["cmp-ktd+kd-at-emktd-beta-s1"]
     assert ktd[ktd.index("--method") + 1] == "ktd+kd" and "--lam" not in ktd
     assert "--monitor-folds" in plan["cmp-emktd+kd-crossfit5-s2"]
+
+
+FAKE_RUN = """#!{python}
+import json, os, sys, time
+from pathlib import Path
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+if "fail" in out.name:
+    sys.exit(3)
+time.sleep(0.3)
+out.mkdir(parents=True, exist_ok=True)
+(out / "config.json").write_text(json.dumps({{"task": "distill", "threads": os.environ["OMP_NUM_THREADS"]}}))
+(out / "metrics.json").write_text(json.dumps({{"student": {{"top1": 0.5, "mIoU": 0.2}}}}))
+print("ran", out.name)
+"""
+
+
+def test_runs_go_n_at_a_time_are_recorded_and_a_failure_stops_new_ones(tmp_path, monkeypatch):
+    python = tmp_path / "python"
+    python.write_text(FAKE_RUN.format(python=sys.executable))
+    python.chmod(python.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(evidence.os, "cpu_count", lambda: 2)
+    runs, records = tmp_path / "runs", tmp_path / "results"
+    plan = [(f"run-{i}", ["--epochs", "1"]) for i in range(3)]
+    asked = []
+
+    def todo(excluded):
+        asked.append(set(excluded))
+        return [item for item in plan if item[0] not in excluded and not (records / f"{item[0]}.json").is_file()]
+
+    evidence.run_all(todo, runs, records, 2, str(python))
+    assert sorted(p.name for p in records.iterdir()) == ["run-0.json", "run-1.json", "run-2.json"]
+    assert json.loads((runs / "run-0" / "config.json").read_text())["threads"] == "1"  # a core each
+    assert "ran run-2" in (runs / "run-2" / "console.txt").read_text()
+    assert any({"run-0", "run-1"} <= e for e in asked)  # two were running at once
+
+    plan[:] = [("fail-0", []), ("run-3", []), ("run-4", [])]
+    with pytest.raises(SystemExit, match="failed: fail-0"):
+        evidence.run_all(todo, runs, records, 1, str(python))
+    assert not (records / "run-3.json").exists()  # nothing new starts after a failure

@@ -3,6 +3,7 @@
     python -m training.experiments.evidence            # run what is missing, record each run, print the tables
     python -m training.experiments.evidence --list     # the plan, what is recorded, what val chose
     python -m training.experiments.evidence --only tune-kd-t0-val
+    python -m training.experiments.evidence --parallel 2   # two runs at a time, a core each
 
 Each run writes its folder under runs/evidence/<name> and, once finished, a record in
 results/<name>.json (see results.py).  A run that already has a record is skipped; one that
@@ -10,9 +11,11 @@ was interrupted is resumed from its last checkpoint, so the plan can span sittin
 machines.  Every run reads the teacher's outputs from one disk cache, filled by the first.
 
 The plan, in order (nothing is selected on test):
-1. **Schedule** (val): the student without distillation at each of SCHEDULES epochs; the
-   comparison's length is the first whose val mIoU is within SCHEDULE_TOLERANCE points of the
-   next longer one's (segmentation has levelled off), else the longest.
+1. **Schedule** (val): the student without distillation at each of SCHEDULES epochs and at
+   SCHEDULE_CHECK; the comparison's length is the first of SCHEDULES whose val mIoU is within
+   SCHEDULE_TOLERANCE points of the next longer run's (segmentation has levelled off), else the
+   longest of SCHEDULES, the most the plan can afford; the run at SCHEDULE_CHECK then says how
+   far from levelled off that length is.
 2. **Tuning** (val, that schedule): every method gets the same budget, TRIALS runs: its
    defaults, then configurations drawn from its own space (a Latin hypercube on log scales,
    seeded by the method's name, so that each knob's range is covered evenly): the learning
@@ -30,8 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import re
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -44,15 +50,19 @@ from . import results
 REPO = Path(__file__).resolve().parents[2]
 DISTILL = REPO / "training" / "distill.py"
 
-SCHEDULES = (10, 20, 40)
+SCHEDULES = (10, 20, 40)  # the lengths the comparison can take
+SCHEDULE_CHECK = 80  # only the next longer run of the longest
 SCHEDULE_TOLERANCE = 1.0  # points of val mIoU
 TRIALS = 4
 SEEDS = (0, 1, 2)
 METHODS_COMPARED = ("none", "kd", "at+kd", "spkd+kd", "mtst+kd", "fitnets+kd", "ktd+kd", "emktd+kd")
 DEFAULTS = {"lr": 2e-3, "lam": 1.0, "gamma": 0.5}  # the embedded preset's; beta: the method's default
 SPACE = {"lr": (3e-4, 4e-3), "beta": (0.1, 10.0), "lam": (0.1, 10.0), "gamma": (0.1, 2.0)}  # beta: x default
-# Every run reads the teacher's outputs from one disk cache, filled by the first run.
-CACHE = ["--teacher-cache-dir", ".cache/emktd/teacher", "--fill-teacher-cache", "true"]
+# Every run reads decoded clips from one disk cache, filled as the first runs go, in the training
+# process (on 2 cores a separate loading process only competes with the step); a run gives the same
+# steps either way.  Distillation runs read the teacher's outputs from another, filled by the first.
+DATA = ["--clip-cache-dir", ".cache/emktd/clips", "--workers", "0"]
+CACHE = [*DATA, "--teacher-cache-dir", ".cache/emktd/teacher", "--fill-teacher-cache", "true"]
 CONTROLS = {  # name: (method, extra flags) at EM-KTD's chosen setting
     "emktd-static+kd": ("emktd-static+kd", []),
     "ktd+kd-at-emktd-beta": ("ktd+kd", []),
@@ -101,7 +111,14 @@ def flags_of(setting: dict[str, float]) -> list[str]:
 
 def schedule_plan() -> list[tuple[str, list[str]]]:
     return [(f"sched-none-e{e}-val", ["--method", "none", "--epochs", str(e), "--eval-split", "val",
-                                      "--eval-teacher", "false", "--lr", f"{DEFAULTS['lr']:g}"]) for e in SCHEDULES]
+                                      "--eval-teacher", "false", "--lr", f"{DEFAULTS['lr']:g}", *DATA])
+            for e in (*SCHEDULES, SCHEDULE_CHECK)]
+
+
+def trial_name(method: str, k: int, epochs: int) -> str:
+    """The record of ``method``'s trial ``k``: the student without distillation at its defaults is the
+    schedule run of the chosen length (the same method, learning rate, length and seed), not run twice."""
+    return f"sched-none-e{epochs}-val" if (method, k) == ("none", 0) else f"tune-{method}-t{k}-val"
 
 
 def tuning_plan(epochs: int) -> list[tuple[str, list[str]]]:
@@ -109,6 +126,8 @@ def tuning_plan(epochs: int) -> list[tuple[str, list[str]]]:
     plan = []
     for k in range(TRIALS):
         for method in METHODS_COMPARED:
+            if trial_name(method, k, epochs) != f"tune-{method}-t{k}-val":
+                continue  # recorded by the schedule stage
             plan.append((f"tune-{method}-t{k}-val", ["--method", method, *flags_of(trials(method)[k]),
                                                      "--epochs", str(epochs), "--eval-split", "val",
                                                      "--eval-teacher", "false", *CACHE]))
@@ -140,25 +159,27 @@ def _val(results_dir: Path, name: str) -> dict | None:
 
 
 def chosen_schedule(results_dir: Path) -> int | None:
-    """The comparison's length from the schedule runs; None until all are recorded."""
-    found = [_val(results_dir, name) for name, _ in schedule_plan()]
-    if any(f is None for f in found):
-        return None
-    miou = [100 * (f.get("mIoU") or 0.0) for f in found]
-    for e, here, longer in zip(SCHEDULES, miou, miou[1:]):
-        if longer - here < SCHEDULE_TOLERANCE:
+    """The comparison's length from the schedule runs; None until the records settle it."""
+    lengths = (*SCHEDULES, SCHEDULE_CHECK)
+    found = {e: _val(results_dir, f"sched-none-e{e}-val") for e in lengths}
+    for e, longer in zip(SCHEDULES, lengths[1:]):
+        if e == SCHEDULES[-1]:
+            return e  # none shorter levelled off: the longest affordable, whatever the check shows
+        if found[e] is None or found[longer] is None:
+            return None
+        if 100 * ((found[longer].get("mIoU") or 0.0) - (found[e].get("mIoU") or 0.0)) < SCHEDULE_TOLERANCE:
             return e
-    return SCHEDULES[-1]
+    return None
 
 
-def chosen_settings(results_dir: Path) -> dict[str, dict[str, float]] | None:
+def chosen_settings(results_dir: Path, epochs: int) -> dict[str, dict[str, float]] | None:
     """Each method's trial with the best val top-1 + mIoU (the first on ties); None until every
     trial of every method is recorded."""
     chosen = {}
     for method in METHODS_COMPARED:
         scores = []
         for k in range(TRIALS):
-            found = _val(results_dir, f"tune-{method}-t{k}-val")
+            found = _val(results_dir, trial_name(method, k, epochs))
             if found is None:
                 return None
             scores.append(found["top1"] + (found.get("mIoU") or 0.0))
@@ -166,20 +187,85 @@ def chosen_settings(results_dir: Path) -> dict[str, dict[str, float]] | None:
     return chosen
 
 
-def run_one(name: str, flags: list[str], runs_dir: Path, results_dir: Path, python: str) -> None:
+GRIDS_BLOCK = re.compile(r"(<!-- grids:start \(python -m training\.experiments\.evidence --grids\) -->\n)"
+                         r"(.*?)(<!-- grids:end -->)", re.S)
+
+
+def grid_table(results_dir: Path) -> str:
+    """Every method's tuning trials, their val scores where recorded, and the one chosen."""
+    epochs = chosen_schedule(results_dir)
+    chosen = chosen_settings(results_dir, epochs) if epochs is not None else None
+    lines = [f"Tuning on val at {epochs if epochs is not None else '(not yet chosen)'} epochs, {TRIALS} runs per "
+             "method (top-1 and mIoU in %, seen and new clips together; the best top-1 + mIoU is chosen):", "",
+             "| method | trial | lr | beta | lambda | gamma | val top-1 | val mIoU | chosen |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for method in METHODS_COMPARED:
+        for k, setting in enumerate(trials(method)):
+            found = _val(results_dir, trial_name(method, k, epochs)) if epochs is not None else None
+            cells = [f"{setting[knob]:g}" if knob in setting else "-" for knob in ("lr", "beta", "lam", "gamma")]
+            score = ([f"{100 * found['top1']:.1f}", f"{100 * (found.get('mIoU') or 0.0):.1f}"] if found
+                     else ["to run", ""])
+            mark = "yes" if chosen is not None and chosen[method] == setting else ""
+            lines.append(f"| {method} | {k} | {' | '.join(cells)} | {' | '.join(score)} | {mark} |")
+    return "\n".join(lines)
+
+
+def update_grids(page: Path, results_dir: Path) -> None:
+    """Rewrite the grids block of ``page`` with what ``--grids`` prints now."""
+    text = Path(page).read_text()
+    updated, count = GRIDS_BLOCK.subn(lambda m: m.group(1) + grid_table(results_dir) + "\n" + m.group(3), text)
+    if count != 1:
+        raise SystemExit(f"{page}: expected one grids block (<!-- grids:start ... --> ... <!-- grids:end -->)")
+    Path(page).write_text(updated)
+
+
+def command(name: str, flags: list[str], runs_dir: Path, python: str) -> list[str]:
+    """The command that runs ``name``: from the start, or resumed from its last checkpoint."""
     folder = runs_dir / name
-    if (folder / "metrics.json").is_file():
-        results.record(folder, name, results_dir)
-        return
     if (folder / "config.json").is_file() and (folder / "checkpoints" / "last.pt").is_file():
-        command = [python, str(DISTILL), "--out", str(folder), "--resume", "true"]
-    else:
-        command = [python, str(DISTILL), *flags, "--out", str(folder)]
-    print(f"== {name}: {' '.join(command[1:])}", flush=True)
-    done = subprocess.run(command, cwd=REPO)
-    if done.returncode != 0:
-        raise SystemExit(f"{name}: the run failed (exit {done.returncode}); rerun this command to resume it")
-    print(results.record(folder, name, results_dir), flush=True)
+        return [python, str(DISTILL), "--out", str(folder), "--resume", "true"]
+    return [python, str(DISTILL), *flags, "--out", str(folder)]
+
+
+def run_all(todo_now, runs_dir: Path, results_dir: Path, parallel: int, python: str) -> None:
+    """Run what ``todo_now(excluded)`` lists, ``parallel`` runs at a time, each with its share of the
+    cores and its console in its folder; record each as it finishes (so later stages unlock)."""
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    running: dict[str, tuple[subprocess.Popen, object]] = {}
+    done, failed = set(), []
+    while True:
+        for name, flags in todo_now(done | set(running)):
+            if len(running) >= parallel or failed:
+                break
+            folder = runs_dir / name
+            if (folder / "metrics.json").is_file():  # finished before its record was written
+                print(results.record(folder, name, results_dir), flush=True)
+                done.add(name)
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            argv = command(name, flags, runs_dir, python)
+            console = open(folder / "console.txt", "a")
+            print(f"== {name} ({threads} thread{'s' * (threads > 1)}): {' '.join(argv[1:])}", flush=True)
+            running[name] = (subprocess.Popen(argv, cwd=REPO, env=env, stdout=console, stderr=subprocess.STDOUT),
+                             console)
+        if not running:
+            break
+        time.sleep(5)
+        for name, (process, console) in list(running.items()):
+            if process.poll() is None:
+                continue
+            console.close()
+            del running[name]
+            done.add(name)
+            if process.returncode != 0:
+                failed.append(name)
+                print(f"{name}: the run failed (exit {process.returncode}; see {runs_dir / name / 'console.txt'})",
+                      flush=True)
+            else:
+                print(results.record(runs_dir / name, name, results_dir), flush=True)
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}; rerun this command to resume them")
 
 
 def plans(results_dir: Path) -> list[tuple[str, list[tuple[str, list[str]]]]]:
@@ -188,7 +274,7 @@ def plans(results_dir: Path) -> list[tuple[str, list[tuple[str, list[str]]]]]:
     epochs = chosen_schedule(results_dir)
     if epochs is not None:
         stages.append(("tuning", tuning_plan(epochs)))
-        chosen = chosen_settings(results_dir)
+        chosen = chosen_settings(results_dir, epochs)
         if chosen is not None:
             stages.append(("comparison", comparison_plan(epochs, chosen)))
     return stages
@@ -198,11 +284,23 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="*", default=None, help="run only these names")
     p.add_argument("--list", action="store_true", help="print the plan and exit")
+    p.add_argument("--grids", nargs="?", const="-", default=None, metavar="PAGE",
+                   help="print each method's tuning trials and choice and exit; with PAGE, rewrite its grids block")
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "evidence")
     p.add_argument("--results", type=Path, default=results.RESULTS)
+    p.add_argument("--parallel", type=int, default=1,
+                   help="runs at a time, the cores shared evenly among them (on 2 cores, 2 runs of one thread "
+                        "each do about 1.5 times the work of one run of two threads)")
     args = p.parse_args(argv)
+    if args.grids is not None:
+        if args.grids == "-":
+            print(grid_table(args.results))
+        else:
+            update_grids(Path(args.grids), args.results)
+        return
     if args.list:
-        epochs, chosen = chosen_schedule(args.results), chosen_settings(args.results)
+        epochs = chosen_schedule(args.results)
+        chosen = chosen_settings(args.results, epochs) if epochs is not None else None
         print(f"schedule chosen on val: {epochs if epochs is not None else 'not yet'} epochs")
         for method, setting in (chosen or {}).items():
             print(f"chosen on val for {method}: {' '.join(flags_of(setting))}")
@@ -213,16 +311,12 @@ def main(argv=None) -> None:
                 state = "recorded" if (args.results / f"{name}.json").is_file() else "to run"
                 print(f"{name:34s} {state:9s} {' '.join(flags)}")
         return
-    finished = set()
-    while True:  # each pass may unlock the next stage
-        todo = [(name, flags) for _, plan in plans(args.results) for name, flags in plan
-                if (args.only is None or name in args.only) and name not in finished
+    def todo_now(excluded: set[str]) -> list[tuple[str, list[str]]]:
+        return [(name, flags) for _, plan in plans(args.results) for name, flags in plan
+                if (args.only is None or name in args.only) and name not in excluded
                 and not (args.results / f"{name}.json").is_file()]
-        if not todo:
-            break
-        name, flags = todo[0]
-        run_one(name, flags, args.runs, args.results, sys.executable)
-        finished.add(name)
+
+    run_all(todo_now, args.runs, args.results, args.parallel, sys.executable)
     print(results.report(args.results))
 
 
