@@ -48,7 +48,7 @@ class _AVSBench(Reader):
         ks = list(range(self.FRAMES)) if frames is None else frames
         if self.clip_cache is None:
             found = self.decode(item, ks)
-        else:  # the cache keeps whole clips: decode all five frames once, then pick
+        else:  # the cache keeps whole clips: all five frames decoded once (any unreadable file fails it)
             found = self.clip_cache.get(str(item["wav"]), [*item["frames"], *item["masks"], item["wav"]],
                                         lambda: self.decode(item, list(range(self.FRAMES))))
             found = {k: (v[ks] if k in ("pictures", "masks", "mask_valid") else v) for k, v in found.items()}
