@@ -141,7 +141,8 @@ def hardware(device: torch.device) -> str:
             model = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{model}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{model}, {threads} thread{'s' * (threads != 1)}"
 
 
 def bench_loss(args) -> None:

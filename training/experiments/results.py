@@ -403,8 +403,8 @@ def compute_summary(results_dir: Path = RESULTS) -> str:
     lines = ["| hardware | runs | wall hours | CPU core-hours |", "|---|---:|---:|---:|"]
     for hardware, walls in sorted(per.items()):
         hours = sum(walls) / 3600
-        threads = hardware.rsplit(", ", 1)[-1].split(" ")[0] if hardware.endswith("threads") else None
-        core = f"{hours * int(threads):.1f}" if threads and threads.isdigit() else "-"
+        threads = re.search(r", (\d+) threads?$", hardware)
+        core = f"{hours * int(threads.group(1)):.1f}" if threads else "-"
         lines.append(f"| {hardware} | {len(walls)} | {hours:.1f} | {core} |")
     return "\n".join(lines)
 
