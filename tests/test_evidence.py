@@ -1,6 +1,8 @@
 import json
+import os
 import stat
 import sys
+import time
 
 import pytest
 
@@ -83,6 +85,9 @@ from pathlib import Path
 out = Path(sys.argv[sys.argv.index("--out") + 1])
 if "fail" in out.name:
     sys.exit(3)
+if "slow" in out.name:
+    (out / "pid").write_text(str(os.getpid()))
+    time.sleep(60)
 time.sleep(0.3)
 out.mkdir(parents=True, exist_ok=True)
 (out / "config.json").write_text(json.dumps({{"task": "distill", "threads": os.environ["OMP_NUM_THREADS"]}}))
@@ -114,3 +119,18 @@ def test_runs_go_n_at_a_time_are_recorded_and_a_failure_stops_new_ones(tmp_path,
     with pytest.raises(SystemExit, match="failed: fail-0"):
         evidence.run_all(todo, runs, records, 1, str(python))
     assert not (records / "run-3.json").exists()  # nothing new starts after a failure
+
+    plan[:] = [("slow-0", [])]  # interrupted: the runs in flight stop with it
+
+    pause = time.sleep
+
+    def interrupted(seconds):
+        while not (runs / "slow-0" / "pid").is_file():
+            pause(0.05)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evidence.time, "sleep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evidence.run_all(todo, runs, records, 1, str(python))
+    with pytest.raises(ProcessLookupError):
+        os.kill(int((runs / "slow-0" / "pid").read_text()), 0)

@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -234,24 +235,21 @@ def run_all(todo_now, runs_dir: Path, results_dir: Path, parallel: int, python: 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     running: dict[str, tuple[subprocess.Popen, object]] = {}
     done, failed = set(), []
-    while True:
-        for name, flags in todo_now(done | set(running)):
-            if len(running) >= parallel or failed:
-                break
-            folder = runs_dir / name
-            if (folder / "metrics.json").is_file():  # finished before its record was written
-                print(results.record(folder, name, results_dir), flush=True)
-                done.add(name)
-                continue
-            folder.mkdir(parents=True, exist_ok=True)
-            argv = command(name, flags, runs_dir, python)
-            console = open(folder / "console.txt", "a")
-            print(f"== {name} ({threads} thread{'s' * (threads > 1)}): {' '.join(argv[1:])}", flush=True)
-            running[name] = (subprocess.Popen(argv, cwd=REPO, env=env, stdout=console, stderr=subprocess.STDOUT),
-                             console)
-        if not running:
-            break
-        time.sleep(5)
+
+    def start(name: str, flags: list[str]) -> None:
+        folder = runs_dir / name
+        if (folder / "metrics.json").is_file():  # finished before its record was written
+            print(results.record(folder, name, results_dir), flush=True)
+            done.add(name)
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        argv = command(name, flags, runs_dir, python)
+        console = open(folder / "console.txt", "a")
+        print(f"== {name} ({threads} thread{'s' * (threads > 1)}): {' '.join(argv[1:])}", flush=True)
+        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=console, stderr=subprocess.STDOUT)
+        running[name] = (process, console)
+
+    def reap() -> None:
         for name, (process, console) in list(running.items()):
             if process.poll() is None:
                 continue
@@ -264,6 +262,22 @@ def run_all(todo_now, runs_dir: Path, results_dir: Path, parallel: int, python: 
                       flush=True)
             else:
                 print(results.record(runs_dir / name, name, results_dir), flush=True)
+
+    try:
+        while True:
+            for name, flags in todo_now(done | set(running)):
+                if len(running) >= parallel or failed:
+                    break
+                start(name, flags)
+            if not running:
+                break
+            time.sleep(5)
+            reap()
+    finally:  # interrupted (Ctrl-C, SIGTERM): stop the runs too; each resumes from its last checkpoint
+        for process, console in running.values():
+            process.terminate()
+            process.wait()
+            console.close()
     if failed:
         raise SystemExit(f"failed: {', '.join(failed)}; rerun this command to resume them")
 
@@ -316,6 +330,7 @@ def main(argv=None) -> None:
                 if (args.only is None or name in args.only) and name not in excluded
                 and not (args.results / f"{name}.json").is_file()]
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that run_all stops its runs on the way out
     run_all(todo_now, args.runs, args.results, args.parallel, sys.executable)
     print(results.report(args.results))
 
