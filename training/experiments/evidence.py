@@ -304,7 +304,7 @@ def main(argv=None) -> None:
     p.add_argument("--results", type=Path, default=results.RESULTS)
     p.add_argument("--parallel", type=int, default=1,
                    help="runs at a time, the cores shared evenly among them (on 2 cores, 2 runs of one thread "
-                        "each do about 1.5 times the work of one run of two threads)")
+                        "each do about 1.4 times the work of one run of two threads)")
     args = p.parse_args(argv)
     if args.grids is not None:
         if args.grids == "-":
