@@ -134,11 +134,12 @@ def test_differences_from_emktd_with_p_values_paired_by_seed_and_welch(tmp_path)
 
 def test_compute_is_summed_per_hardware_in_core_hours(tmp_path):
     for name, hardware, seconds in (("a", "AMD EPYC, 2 threads", 3600), ("b", "AMD EPYC, 2 threads", 1800),
-                                    ("c", "AMD EPYC, 1 thread", 7200), ("d", "NVIDIA H100 80GB HBM3", 360)):
+                                    ("c", "AMD EPYC, 1 thread", 7200), ("e", "AMD EPYC, 1 threads", 3600),
+                                    ("d", "NVIDIA H100 80GB HBM3", 360)):
         (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, "config": {"method": "none"},
                                                            "student": {"top1": 0.5}, "hardware": hardware,
                                                            "wall_seconds": seconds}))
     lines = results.compute_summary(tmp_path).split("\n")
     assert "| AMD EPYC, 2 threads | 2 | 1.5 | 3.0 |" in lines
-    assert "| AMD EPYC, 1 thread | 1 | 2.0 | 2.0 |" in lines
+    assert "| AMD EPYC, 1 thread | 2 | 3.0 | 3.0 |" in lines  # older records said "1 threads"
     assert "| NVIDIA H100 80GB HBM3 | 1 | 0.1 | - |" in lines

@@ -397,7 +397,8 @@ def compute_summary(results_dir: Path = RESULTS) -> str:
     per: dict[str, list[float]] = defaultdict(list)
     for e in _records(results_dir):
         if e.get("wall_seconds") is not None:
-            per[e.get("hardware") or "unknown"].append(e["wall_seconds"])
+            hardware = re.sub(r", 1 threads$", ", 1 thread", e.get("hardware") or "unknown")  # older records
+            per[hardware].append(e["wall_seconds"])
     if not per:
         return "no run records with wall times"
     lines = ["| hardware | runs | wall hours | CPU core-hours |", "|---|---:|---:|---:|"]
