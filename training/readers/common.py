@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import wave
 import zipfile
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import torch
 from PIL import Image
 
 from emktd.features import SAMPLE_RATE_HZ
+from emktd.files import atomic_path, write_text_atomic
 
 try:  # PyAV is needed for VGGSound's mp4 clips only; GPU machines without it read the other formats
     from emktd.media import MediaError
@@ -174,15 +174,9 @@ class ClipCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         params = self.folder / "params.json"
         if not params.is_file():
-            params.write_text(self.params + "\n")
-        handle, temporary = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+            write_text_atomic(params, self.params + "\n")
+        with atomic_path(path) as tmp:  # readers see a whole entry or none
+            np.savez(tmp, **arrays)
 
 
 class Reader(torch.utils.data.Dataset):

@@ -128,7 +128,7 @@ class RunConfig:
                                   "frame into --teacher-cache-dir (later runs then skip the teacher)")
     clip_cache_dir: str | None = _f(None, "a folder where decoded clips (pictures, masks, audio features) are kept "
                                     "on disk and read back instead of decoding their files again (AVSBench "
-                                    "layouts, so the embedded benchmark; about 1.3 MB per clip)")
+                                    "layouts, so the embedded benchmark; about 1 MB per clip)")
     checkpoint_every: int = _f(200, "steps between checkpoints (0: at the end of each epoch only)", minimum=0)
     log_every: int = _f(20, "steps between log records", minimum=1)
     out: str | None = _f(None, "the run folder (default runs/<time>-<task>-<method>)")
