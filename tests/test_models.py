@@ -136,6 +136,7 @@ def test_official_checkpoint_converts_and_computes_the_same(tmp_path):
     path = tmp_path / "vgg_65.5.pth"
     torch.save(raw, path)
     model = load_cavmae_checkpoint(path).eval()
+    path.unlink()  # 630 MB: not kept for the rest of the session
     assert model.config.num_classes == 309 and model.config.depth_audio == 11
     assert model.num_parameters() == 164_739_381
     fbank = torch.randn(1, 1024, 128, generator=generator)
