@@ -59,6 +59,12 @@ def test_settings_are_chosen_on_val_and_the_controls_take_emktds(tmp_path):
             if (method, k) != ("emktd+kd", 3) and (method, k) != ("none", 0):  # none's t0: the schedule run
                 write(tmp_path, evidence.trial_name(method, k, epochs), 0.40 + 0.01 * (k == 2), 0.1)
     assert evidence.chosen_settings(tmp_path, epochs) is None  # one trial is missing
+    # the grids mark a method's choice once its own trials are in, not before
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in
+            evidence.grid_table(tmp_path).splitlines() if line.startswith("| ")}
+    marked = {key for key, line in rows.items() if line.endswith("| yes |")}
+    assert ("kd", "2") in marked and ("none", "0") in marked and not any(m == "emktd+kd" for m, _ in marked)
+    assert len(marked) == len(evidence.METHODS_COMPARED) - 1
     write(tmp_path, "tune-emktd+kd-t3-val", 0.40, 0.2)  # the best of EM-KTD's trials on top-1 + mIoU
     chosen = evidence.chosen_settings(tmp_path, epochs)
     assert chosen["none"] == evidence.trials("none")[0]  # its schedule run scored best

@@ -171,19 +171,22 @@ def chosen_schedule(results_dir: Path) -> int | None:
     return SCHEDULES[-1]  # none shorter levelled off: the longest affordable
 
 
+def chosen_setting(results_dir: Path, method: str, epochs: int) -> dict[str, float] | None:
+    """``method``'s trial with the best val top-1 + mIoU (the first on ties); None until all of
+    its trials are recorded."""
+    scores = []
+    for k in range(TRIALS):
+        found = _val(results_dir, trial_name(method, k, epochs))
+        if found is None:
+            return None
+        scores.append(found["top1"] + (found.get("mIoU") or 0.0))
+    return trials(method)[int(np.argmax(scores))]
+
+
 def chosen_settings(results_dir: Path, epochs: int) -> dict[str, dict[str, float]] | None:
-    """Each method's trial with the best val top-1 + mIoU (the first on ties); None until every
-    trial of every method is recorded."""
-    chosen = {}
-    for method in METHODS_COMPARED:
-        scores = []
-        for k in range(TRIALS):
-            found = _val(results_dir, trial_name(method, k, epochs))
-            if found is None:
-                return None
-            scores.append(found["top1"] + (found.get("mIoU") or 0.0))
-        chosen[method] = trials(method)[int(np.argmax(scores))]
-    return chosen
+    """Every method's chosen setting; None until every trial of every method is recorded."""
+    chosen = {method: chosen_setting(results_dir, method, epochs) for method in METHODS_COMPARED}
+    return None if any(setting is None for setting in chosen.values()) else chosen
 
 
 GRIDS_BLOCK = re.compile(r"(<!-- grids:start \(python -m training\.experiments\.evidence --grids\) -->\n)"
@@ -193,18 +196,19 @@ GRIDS_BLOCK = re.compile(r"(<!-- grids:start \(python -m training\.experiments\.
 def grid_table(results_dir: Path) -> str:
     """Every method's tuning trials, their val scores where recorded, and the one chosen."""
     epochs = chosen_schedule(results_dir)
-    chosen = chosen_settings(results_dir, epochs) if epochs is not None else None
     lines = [f"Tuning on val at {epochs if epochs is not None else '(not yet chosen)'} epochs, {TRIALS} runs per "
              "method (top-1 and mIoU in %, seen and new clips together; the best top-1 + mIoU is chosen):", "",
              "| method | trial | lr | beta | lambda | gamma | val top-1 | val mIoU | chosen |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for method in METHODS_COMPARED:
+        # a method's choice is shown once its own trials are in
+        chosen = chosen_setting(results_dir, method, epochs) if epochs is not None else None
         for k, setting in enumerate(trials(method)):
             found = _val(results_dir, trial_name(method, k, epochs)) if epochs is not None else None
             cells = [f"{setting[knob]:g}" if knob in setting else "-" for knob in ("lr", "beta", "lam", "gamma")]
             score = ([f"{100 * found['top1']:.1f}", f"{100 * (found.get('mIoU') or 0.0):.1f}"] if found
                      else ["to run", ""])
-            mark = "yes" if chosen is not None and chosen[method] == setting else ""
+            mark = "yes" if chosen == setting else ""
             lines.append(f"| {method} | {k} | {' | '.join(cells)} | {' | '.join(score)} | {mark} |")
     return "\n".join(lines)
 
