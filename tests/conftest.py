@@ -204,8 +204,6 @@ def fake_catalog(root: Path, monkeypatch) -> None:
     """Files for every kind of catalogue address but the emoji font, and a catalogue over them:
     dog gets three further instances (so one each for train, val and test), violin one, and
     'drum', a class Tux Paint lacks, two."""
-    import io
-
     from training.embedded import catalog, sources
     from training.embedded.catalog import Instance
 
@@ -254,3 +252,17 @@ def small_bench(tmp_path_factory):
                                  base / "pack.npz")
     benchmark.build(base / "bench", benchmark.SIZES["small"], 0, pack, benchmark.FORMATS, 1, progress=False)
     return base / "bench"
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(small_bench, tmp_path_factory):
+    """A random-initialised bench-teacher for the small benchmark's classes (distillation needs any teacher)."""
+    import torch
+
+    from emktd.hub import save_pretrained
+    from emktd.models import create_model
+
+    labels = tuple(c.replace(" ", "_") for c in (small_bench / "classes.txt").read_text().split("\n") if c)
+    torch.manual_seed(0)
+    teacher = create_model("bench-teacher", num_classes=len(labels), labels=labels)
+    return save_pretrained(teacher, tmp_path_factory.mktemp("teacher") / "teacher")

@@ -140,3 +140,35 @@ def test_runs_go_n_at_a_time_are_recorded_and_a_failure_stops_new_ones(tmp_path,
         evidence.run_all(todo, runs, records, 1, str(python))
     with pytest.raises(ProcessLookupError):
         os.kill(int((runs / "slow-0" / "pid").read_text()), 0)
+
+
+def test_a_run_that_only_evaluates_elsewhere_takes_over_the_finished_training(small_bench, teacher_dir, tmp_path):
+    from training.run import pipeline as distill
+
+    common = ["--data-root", str(small_bench), "--teacher", str(teacher_dir), "--epochs", "1", "--batch-size", "4",
+              "--probe-epochs", "2", "--workers", "0", "--method", "emktd+kd", "--lr", "0.001"]
+    runs, records = tmp_path / "runs", tmp_path / "results"
+    trial = runs / "tune-x-val"
+    distill.main([*common, "--eval-split", "val", "--eval-teacher", "false", "--out", str(trial)])
+    flags = [*common, "--eval-teacher", "true"]  # on test, the teacher evaluated too
+    assert evidence.same_training("cmp-x-s0", flags, runs) == trial
+    assert evidence.same_training("cmp-x-s0", [*flags, "--seed", "1"], runs) is None  # another student
+    assert evidence.same_training("cmp-x-s0", [*flags[:-4], "--lr", "0.002", *flags[-2:]], runs) is None
+
+    evidence.run_all(lambda excluded: [] if "cmp-x-s0" in excluded else [("cmp-x-s0", flags)], runs, records, 1,
+                     sys.executable)
+    run = runs / "cmp-x-s0"
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    taken = [i for i, r in enumerate(log) if r["type"] == "trained_in"]
+    assert len(taken) == 1 and log[taken[0]]["run"] == "tune-x-val"
+    assert not any(r["type"] in ("train", "probes") for r in log[taken[0]:])  # no step, no probe trained again
+    assert (run / "final_student_sha256.txt").read_text() == (trial / "final_student_sha256.txt").read_text()
+    mine, theirs = (json.loads((folder / "metrics.json").read_text()) for folder in (run, trial))
+    assert mine["student"]["clips"] == 10 and theirs["student"]["clips"] != 10  # the test split, not val
+    assert "teacher" in mine and "teacher" not in theirs
+    assert mine["train_seconds"] >= theirs["train_seconds"]  # the training it took over
+    entry = json.loads((records / "cmp-x-s0.json").read_text())
+    assert entry["trained_in"] == "tune-x-val" and entry["config"]["eval_split"] == "test"
+    assert entry["probes"] == theirs["probes"]  # the monitor it was trained with
+    # a run that took its training over is no one's source: the trial it came from is
+    assert evidence.same_training("cmp-x-s9", flags, runs) == trial

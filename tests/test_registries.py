@@ -3,11 +3,8 @@
 import json
 
 import pytest
-import torch
 
 from emktd import losses as L
-from emktd.hub import save_pretrained
-from emktd.models import create_model
 from training.experiments import results
 from training.perf import throughput
 from training.run import config as cfg
@@ -27,14 +24,6 @@ def toy_method(monkeypatch):
     entry = methods.Method("fusedlin", "linear KTD on the fused tokens", _fused_linear_ktd, 10.0)
     monkeypatch.setitem(methods.METHODS, entry.name, entry)
     return entry
-
-
-@pytest.fixture
-def teacher_dir(small_bench, tmp_path_factory):
-    labels = tuple(c.replace(" ", "_") for c in (small_bench / "classes.txt").read_text().split("\n") if c)
-    torch.manual_seed(0)
-    return save_pretrained(create_model("bench-teacher", num_classes=len(labels), labels=labels),
-                           tmp_path_factory.mktemp("teacher") / "teacher")
 
 
 def common(small_bench, teacher_dir, out):

@@ -143,3 +143,17 @@ def test_compute_is_summed_per_hardware_in_core_hours(tmp_path):
     assert "| AMD EPYC, 2 threads | 2 | 1.5 | 3.0 |" in lines
     assert "| AMD EPYC, 1 thread | 2 | 3.0 | 3.0 |" in lines  # older records said "1 threads"
     assert "| NVIDIA H100 80GB HBM3 | 1 | 0.1 | - |" in lines
+
+
+def test_a_record_evaluating_another_records_student_adds_its_evaluation_only(tmp_path):
+    def write(name, wall, train, trained_in=None):
+        (tmp_path / f"{name}.json").write_text(json.dumps({
+            "name": name, "config": {"method": "kd"}, "student": {"top1": 0.5}, "hardware": "AMD EPYC, 1 thread",
+            "wall_seconds": wall, "train_seconds": train, **({"trained_in": trained_in} if trained_in else {})}))
+
+    write("tune", 3600, 3500)
+    write("cmp-s1", 1800, 1700)
+    write("cmp-s0", 3600 + 360, 3500, trained_in="tune")  # the tuning run's training, then 460 s of its own
+    lines = results.compute_summary(tmp_path).split("\n")
+    assert "| AMD EPYC, 1 thread | 2 | 1.6 | 1.6 |" in lines  # 3600 + 1800 + 460 s
+    assert any(line.startswith("Besides these runs, 1 record(s)") for line in lines)

@@ -19,20 +19,11 @@ from training.run import methods
 from training.run import pipeline as distill
 from training.run import teacher as engine
 from training.run.probes import RunMonitor
-from emktd.hub import load_pretrained, save_pretrained
+from emktd.hub import load_pretrained
 from emktd.models import create_model
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "training" / "distill.py"
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(small_bench, tmp_path_factory):
-    """A random-initialised bench-teacher for the small benchmark's classes (distillation needs any teacher)."""
-    labels = tuple(c.replace(" ", "_") for c in (small_bench / "classes.txt").read_text().split("\n") if c)
-    torch.manual_seed(0)
-    teacher = create_model("bench-teacher", num_classes=len(labels), labels=labels)
-    return save_pretrained(teacher, tmp_path_factory.mktemp("teacher") / "teacher")
 
 
 def args(small_bench, teacher_dir, out, *extra):

@@ -8,7 +8,10 @@
 Each run writes its folder under runs/evidence/<name> and, once finished, a record in
 results/<name>.json (see results.py).  A run that already has a record is skipped; one that
 was interrupted is resumed from its last checkpoint, so the plan can span sittings and
-machines.  Every run reads the teacher's outputs from one disk cache, filled by the first.
+machines.  Every run reads the teacher's outputs from one disk cache, filled by the first.  A run
+whose config equals a finished run's in everything but its evaluation (EVALUATION_FIELDS) starts
+from that run's final checkpoint and only evaluates: the first seed of each method's comparison is
+its chosen tuning trial, evaluated on test (its record names the trial in ``trained_in``).
 
 The plan, in order (nothing is selected on test):
 1. **Schedule** (val): the student without distillation at each of SCHEDULES epochs and at
@@ -35,6 +38,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,7 +48,11 @@ from pathlib import Path
 
 import numpy as np
 
-from training.run.methods import METHODS, parse
+from emktd.files import write_text_atomic
+from emktd.monitor import MONITOR_CONFIG, MONITOR_WEIGHTS
+from training.run import config as cfg
+from training.run.methods import parse
+from training.run.pipeline import FOLDS_WEIGHTS
 
 from . import results
 
@@ -222,6 +230,47 @@ def update_grids(page: Path, results_dir: Path) -> None:
     Path(page).write_text(updated)
 
 
+# Fields that choose only how a finished student is evaluated, or where its folder is: two runs equal in
+# every other field train the same student (the same steps from the same seed, the same code and teacher).
+EVALUATION_FIELDS = ("eval_split", "eval_teacher", "max_eval_clips", "out", "resume", "stop_after_steps")
+TRAINING_STATE = ("checkpoints/last.pt", "log.jsonl", "final_student_sha256.txt", MONITOR_WEIGHTS, MONITOR_CONFIG,
+                  FOLDS_WEIGHTS)  # what a finished run's evaluation reads besides its config
+
+
+def training_of(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in EVALUATION_FIELDS}
+
+
+def same_training(name: str, flags: list[str], runs_dir: Path) -> Path | None:
+    """A finished run under ``runs_dir`` that trained the student ``flags`` describe, only to evaluate
+    it elsewhere (the first seed's comparison run of a method is its chosen tuning trial, on test);
+    None when there is none.  Only a run that trained its own student qualifies."""
+    if not runs_dir.is_dir():
+        return None
+    wanted = training_of(json.loads(cfg.to_json(cfg.from_args(flags))))
+    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir() and p.name != name):
+        if not all((folder / f).is_file() for f in ("config.json", "metrics.json", "checkpoints/last.pt")):
+            continue
+        if results.trained_in(folder) is None and training_of(json.loads((folder / "config.json").read_text())) == wanted:
+            return folder
+    return None
+
+
+def adopt(donor: Path, folder: Path, flags: list[str]) -> None:
+    """Start ``folder`` as ``flags`` (with ``--out folder``) from ``donor``'s finished training: its last
+    checkpoint, log and monitor, and a ``trained_in`` line in the log.  Resuming it then trains no
+    step and only evaluates.  The config is written last, so an interrupted copy is copied again."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").unlink(missing_ok=True)
+    for part in TRAINING_STATE:
+        if (donor / part).is_file():
+            (folder / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(donor / part, folder / part)
+    with open(folder / "log.jsonl", "a") as log:
+        log.write(json.dumps({"time": round(time.time(), 3), "type": "trained_in", "run": donor.name}) + "\n")
+    write_text_atomic(folder / "config.json", cfg.to_json(cfg.from_args([*flags, "--out", str(folder)])))
+
+
 def command(name: str, flags: list[str], runs_dir: Path, python: str) -> list[str]:
     """The command that runs ``name``: from the start, or resumed from its last checkpoint."""
     folder = runs_dir / name
@@ -244,6 +293,11 @@ def run_all(todo_now, runs_dir: Path, results_dir: Path, parallel: int, python: 
             print(results.record(folder, name, results_dir), flush=True)
             done.add(name)
             return
+        if not (folder / "checkpoints" / "last.pt").is_file():
+            donor = same_training(name, flags, runs_dir)
+            if donor is not None:
+                adopt(donor, folder, flags)
+                print(f"== {name}: the student {donor.name} trained, evaluated as this run asks", flush=True)
         folder.mkdir(parents=True, exist_ok=True)
         argv = command(name, flags, runs_dir, python)
         console = open(folder / "console.txt", "a")
@@ -324,7 +378,11 @@ def main(argv=None) -> None:
             done = sum((args.results / f"{name}.json").is_file() for name, _ in plan)
             print(f"-- {stage}: {done} of {len(plan)} recorded")
             for name, flags in plan:
-                state = "recorded" if (args.results / f"{name}.json").is_file() else "to run"
+                state = "to run"
+                if (args.results / f"{name}.json").is_file():
+                    state = "recorded"
+                elif (donor := same_training(name, flags, args.runs)) is not None:
+                    state = f"to evaluate (trained as {donor.name})"
                 print(f"{name:34s} {state:9s} {' '.join(flags)}")
         return
     def todo_now(excluded: set[str]) -> list[tuple[str, list[str]]]:

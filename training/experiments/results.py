@@ -71,6 +71,17 @@ def _summary(metrics: dict) -> dict:
     return found
 
 
+def trained_in(run: Path) -> str | None:
+    """The run whose finished training ``run`` took over to evaluate it elsewhere (its log's
+    ``trained_in`` line, written by the evidence runner), or None when ``run`` trained its own student."""
+    log = Path(run) / "log.jsonl"
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        found = json.loads(line)
+        if found.get("type") == "trained_in":
+            return found["run"]
+    return None
+
+
 def record(run: Path, name: str, out_dir: Path = RESULTS, evaluation_from: Path | None = None) -> Path:
     """Keep ``run``'s results as ``out_dir/name.json``.  ``evaluation_from``: a teacher run's record takes
     its evaluation from another run's teacher evaluation (a distillation run evaluates its teacher too)."""
@@ -85,6 +96,9 @@ def record(run: Path, name: str, out_dir: Path = RESULTS, evaluation_from: Path 
              "teacher": _summary(metrics["teacher"]) if "teacher" in metrics else None,
              **{k: metrics.get(k) for k in ("hardware", "world_size", "train_seconds", "wall_seconds", "train_clips",
                                              "student_parameters", "teacher_parameters", "manifest", "probes")}}
+    adopted = trained_in(run)
+    if adopted is not None:  # its wall time holds the other run's training too: see compute_summary
+        entry["trained_in"] = adopted
     if evaluation_from is not None:
         other = json.loads((Path(evaluation_from) / "metrics.json").read_text())
         if config["task"] != "teacher" or "teacher" not in other:
@@ -393,20 +407,31 @@ def _p(value: float) -> str:
 
 def compute_summary(results_dir: Path = RESULTS) -> str:
     """The compute the records took: runs and wall-clock hours per hardware (core-hours where the
-    hardware names its CPU threads)."""
-    per: dict[str, list[float]] = defaultdict(list)
+    hardware names its CPU threads).  A record that evaluates a student trained in another record
+    (``trained_in``) adds its evaluation sitting only, not that training a second time."""
+    seconds: dict[str, float] = defaultdict(float)
+    runs: dict[str, int] = defaultdict(int)
+    evaluations = 0
     for e in _records(results_dir):
         if e.get("wall_seconds") is not None:
             hardware = re.sub(r", 1 threads$", ", 1 thread", e.get("hardware") or "unknown")  # older records
-            per[hardware].append(e["wall_seconds"])
-    if not per:
+            if e.get("trained_in"):  # its wall time: the other run's training, then this evaluation
+                evaluations += 1
+                seconds[hardware] += max(0.0, e["wall_seconds"] - (e.get("train_seconds") or 0.0))
+            else:
+                runs[hardware] += 1
+                seconds[hardware] += e["wall_seconds"]
+    if not seconds:
         return "no run records with wall times"
     lines = ["| hardware | runs | wall hours | CPU core-hours |", "|---|---:|---:|---:|"]
-    for hardware, walls in sorted(per.items()):
-        hours = sum(walls) / 3600
+    for hardware, total in sorted(seconds.items()):
+        hours = total / 3600
         threads = re.search(r", (\d+) threads?$", hardware)
         core = f"{hours * int(threads.group(1)):.1f}" if threads else "-"
-        lines.append(f"| {hardware} | {len(walls)} | {hours:.1f} | {core} |")
+        lines.append(f"| {hardware} | {runs[hardware]} | {hours:.1f} | {core} |")
+    if evaluations:
+        lines += ["", f"Besides these runs, {evaluations} record(s) evaluate a student trained in another record "
+                  "on another split; the hours count their evaluation only."]
     return "\n".join(lines)
 
 
