@@ -58,7 +58,13 @@ def test_settings_are_chosen_on_val_and_the_controls_take_emktds(tmp_path):
         for k in range(evidence.TRIALS):
             if (method, k) != ("emktd+kd", 3) and (method, k) != ("none", 0):  # none's t0: the schedule run
                 write(tmp_path, evidence.trial_name(method, k, epochs), 0.40 + 0.01 * (k == 2), 0.1)
-    assert evidence.chosen_settings(tmp_path, epochs) is None  # one trial is missing
+    assert evidence.chosen_settings(tmp_path, epochs)["emktd+kd"] is None  # one of its trials is missing
+    # the methods whose trials are in go on to the comparison; EM-KTD and the controls at its setting wait
+    stages = dict(evidence.plans(tmp_path))
+    assert list(stages) == ["schedule", "tuning", "comparison"]
+    waiting = {name for name, _ in stages["comparison"]}
+    assert len(waiting) == len(evidence.SEEDS) * (len(evidence.METHODS_COMPARED) - 1)
+    assert "cmp-kd-s2" in waiting and not any(name.startswith("cmp-emktd") for name in waiting)
     # the grids mark a method's choice once its own trials are in, not before
     rows = {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in
             evidence.grid_table(tmp_path).splitlines() if line.startswith("| ")}

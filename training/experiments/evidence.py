@@ -143,18 +143,21 @@ def tuning_plan(epochs: int) -> list[tuple[str, list[str]]]:
     return plan
 
 
-def comparison_plan(epochs: int, chosen: dict[str, dict[str, float]]) -> list[tuple[str, list[str]]]:
-    """Every method at its chosen setting and the controls at EM-KTD's, seed by seed."""
+def comparison_plan(epochs: int, chosen: dict[str, dict[str, float] | None]) -> list[tuple[str, list[str]]]:
+    """Every method at its chosen setting and the controls at EM-KTD's, seed by seed; a method whose
+    setting is not chosen yet (None, or missing) has no runs yet, and the controls wait for EM-KTD's."""
     plan = []
-    em = chosen["emktd+kd"]
+    em = chosen.get("emktd+kd")
     for seed in SEEDS:
         common = ["--seed", str(seed), "--epochs", str(epochs), *CACHE]
         for method in METHODS_COMPARED:
+            if chosen.get(method) is None:
+                continue
             # the reference's first seed also evaluates the teacher: the monitor's view by mode
             teacher = "true" if method == "emktd+kd" and seed == 0 else "false"
             plan.append((f"cmp-{method}-s{seed}", ["--method", method, *flags_of(chosen[method]), *common,
                                                    "--eval-teacher", teacher]))
-        for name, (method, extra) in CONTROLS.items():
+        for name, (method, extra) in CONTROLS.items() if em is not None else ():
             setting = {k: v for k, v in em.items() if k in knobs(method)}
             teacher = "true" if "monitor" in " ".join(extra) and seed == 0 else "false"
             plan.append((f"cmp-{name}-s{seed}", ["--method", method, *flags_of(setting), *extra, *common,
@@ -191,10 +194,9 @@ def chosen_setting(results_dir: Path, method: str, epochs: int) -> dict[str, flo
     return trials(method)[int(np.argmax(scores))]
 
 
-def chosen_settings(results_dir: Path, epochs: int) -> dict[str, dict[str, float]] | None:
-    """Every method's chosen setting; None until every trial of every method is recorded."""
-    chosen = {method: chosen_setting(results_dir, method, epochs) for method in METHODS_COMPARED}
-    return None if any(setting is None for setting in chosen.values()) else chosen
+def chosen_settings(results_dir: Path, epochs: int) -> dict[str, dict[str, float] | None]:
+    """Every method's chosen setting, None for a method whose trials are not all recorded."""
+    return {method: chosen_setting(results_dir, method, epochs) for method in METHODS_COMPARED}
 
 
 GRIDS_BLOCK = re.compile(r"(<!-- grids:start \(python -m training\.experiments\.evidence --grids\) -->\n)"
@@ -339,13 +341,14 @@ def run_all(todo_now, runs_dir: Path, results_dir: Path, parallel: int, python: 
 
 
 def plans(results_dir: Path) -> list[tuple[str, list[tuple[str, list[str]]]]]:
-    """The stages whose plan is known now: later stages wait for what val chooses."""
+    """The stages whose plan is known now: later stages wait for what val chooses (a method's
+    comparison runs for its own trials, the controls for EM-KTD's); earlier stages come first."""
     stages = [("schedule", schedule_plan())]
     epochs = chosen_schedule(results_dir)
     if epochs is not None:
         stages.append(("tuning", tuning_plan(epochs)))
         chosen = chosen_settings(results_dir, epochs)
-        if chosen is not None:
+        if any(setting is not None for setting in chosen.values()):
             stages.append(("comparison", comparison_plan(epochs, chosen)))
     return stages
 
@@ -370,10 +373,10 @@ def main(argv=None) -> None:
         return
     if args.list:
         epochs = chosen_schedule(args.results)
-        chosen = chosen_settings(args.results, epochs) if epochs is not None else None
+        chosen = chosen_settings(args.results, epochs) if epochs is not None else {}
         print(f"schedule chosen on val: {epochs if epochs is not None else 'not yet'} epochs")
-        for method, setting in (chosen or {}).items():
-            print(f"chosen on val for {method}: {' '.join(flags_of(setting))}")
+        for method, setting in chosen.items():
+            print(f"chosen on val for {method}: {' '.join(flags_of(setting)) if setting else 'not yet'}")
         for stage, plan in plans(args.results):
             done = sum((args.results / f"{name}.json").is_file() for name, _ in plan)
             print(f"-- {stage}: {done} of {len(plan)} recorded")
