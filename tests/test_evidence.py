@@ -161,9 +161,12 @@ def test_a_run_that_only_evaluates_elsewhere_takes_over_the_finished_training(sm
     assert evidence.same_training("cmp-x-s0", [*flags, "--seed", "1"], runs) is None  # another student
     assert evidence.same_training("cmp-x-s0", [*flags[:-4], "--lr", "0.002", *flags[-2:]], runs) is None
 
+    run = runs / "cmp-x-s0"
+    # a copy cut short before its config was written is copied again, not trained from its flags
+    evidence.adopt(trial, run, flags)
+    (run / "config.json").unlink()
     evidence.run_all(lambda excluded: [] if "cmp-x-s0" in excluded else [("cmp-x-s0", flags)], runs, records, 1,
                      sys.executable)
-    run = runs / "cmp-x-s0"
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     taken = [i for i, r in enumerate(log) if r["type"] == "trained_in"]
     assert len(taken) == 1 and log[taken[0]]["run"] == "tune-x-val"

@@ -273,10 +273,14 @@ def adopt(donor: Path, folder: Path, flags: list[str]) -> None:
     write_text_atomic(folder / "config.json", cfg.to_json(cfg.from_args([*flags, "--out", str(folder)])))
 
 
+def resumable(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "checkpoints" / "last.pt").is_file()
+
+
 def command(name: str, flags: list[str], runs_dir: Path, python: str) -> list[str]:
     """The command that runs ``name``: from the start, or resumed from its last checkpoint."""
     folder = runs_dir / name
-    if (folder / "config.json").is_file() and (folder / "checkpoints" / "last.pt").is_file():
+    if resumable(folder):
         return [python, str(DISTILL), "--out", str(folder), "--resume", "true"]
     return [python, str(DISTILL), *flags, "--out", str(folder)]
 
@@ -295,7 +299,7 @@ def run_all(todo_now, runs_dir: Path, results_dir: Path, parallel: int, python: 
             print(results.record(folder, name, results_dir), flush=True)
             done.add(name)
             return
-        if not (folder / "checkpoints" / "last.pt").is_file():
+        if not resumable(folder):
             donor = same_training(name, flags, runs_dir)
             if donor is not None:
                 adopt(donor, folder, flags)
