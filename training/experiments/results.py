@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from training.run.datasets import DATASET_ENTRIES
+from training.run.folder import RunFolder
 from training.run.methods import METHODS
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
@@ -74,12 +75,7 @@ def _summary(metrics: dict) -> dict:
 def trained_in(run: Path) -> str | None:
     """The run whose finished training ``run`` took over to evaluate it elsewhere (its log's
     ``trained_in`` line, written by the evidence runner), or None when ``run`` trained its own student."""
-    log = Path(run) / "log.jsonl"
-    for line in log.read_text().splitlines() if log.is_file() else []:
-        found = json.loads(line)
-        if found.get("type") == "trained_in":
-            return found["run"]
-    return None
+    return next((r["run"] for r in RunFolder(run, 0).records() if r.get("type") == "trained_in"), None)
 
 
 def record(run: Path, name: str, out_dir: Path = RESULTS, evaluation_from: Path | None = None) -> Path:
