@@ -122,6 +122,7 @@ def test_differences_from_emktd_with_p_values_paired_by_seed_and_welch(tmp_path)
 
     ktd = cells(next(r for r in rows if "ktd+kd" in r))
     # differences 0.1, 0.2, 0.2: t = 5 on 2 degrees of freedom, two-sided p = 1 - 5 / sqrt(27) = 0.038
+    # no *: three paired tests in the table, Holm multiplies the smallest p by 3 (0.115)
     assert ktd["Δ top-1"].startswith("+16.7 (p 0.038, W ")
     welch = float(ktd["Δ top-1"].split("W ")[1].rstrip(")"))
     assert 0.05 < welch < 0.15  # unpaired, the same differences are less certain
@@ -130,6 +131,24 @@ def test_differences_from_emktd_with_p_values_paired_by_seed_and_welch(tmp_path)
     assert kd["Δ top-1"] == "-13.3"  # one seed: a difference without a p-value
     assert not any("emktd" in r for r in rows)  # the reference is not compared with itself
     assert "| cpu | 7 |" not in results.compute_summary(out)  # fake records carry no wall times
+
+
+def test_holm_adjusts_a_family_of_p_values_step_down():
+    # sorted: 0.01 x 4 = 0.04, 0.03 x 3 = 0.09, 0.04 x 2 = 0.08 -> 0.09 (never below an earlier one), 0.5 x 1
+    assert results.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert results.holm([0.6, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_a_difference_that_survives_holm_is_starred(tmp_path):
+    out = tmp_path / "results"
+    for seed, (em, ktd) in enumerate([(0.5, 0.6), (0.5, 0.601), (0.6, 0.7)]):
+        results.record(fake_run(tmp_path / f"em{seed}", seed, em, 0.3), f"em-s{seed}", out)
+        results.record(fake_run(tmp_path / f"ktd{seed}", seed, ktd, 0.3, method="ktd+kd"), f"ktd-s{seed}", out)
+    header, _, *rows = results.significance_table(out).splitlines()
+    cells = dict(zip(header.strip("| ").split(" | "), rows[0].strip("| ").split(" | ")))
+    p = float(cells["Δ top-1"].split("(p ")[1].split(",")[0].lstrip("<"))
+    assert 3 * p < 0.05 and cells["Δ top-1"].startswith("+10.0* (p ")  # consistent across seeds
+    assert cells["Δ mAP"] == "+0.0 (p 1.000, W 1.000)"  # no difference, no star
 
 
 def test_compute_is_summed_per_hardware_in_core_hours(tmp_path):

@@ -351,10 +351,22 @@ def _test_p(row: dict[int, float], ref: dict[int, float]) -> tuple[float | None,
     return paired, welch
 
 
-def significance_table(results_dir: Path = RESULTS, split: str = "test") -> str:
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values, in their order: an adjusted value below
+    alpha rejects that hypothesis with the chance of any false rejection in the family at most alpha."""
+    order = sorted(range(len(p_values)), key=p_values.__getitem__)
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def significance_table(results_dir: Path = RESULTS, split: str = "test", alpha: float = 0.05) -> str:
     """Each row against EM-KTD + KD of the same schedule and student: the difference of the means
     (row minus EM-KTD, in points) with the p-value of the difference paired by seed and Welch's,
-    for top-1, mAP and mIoU on each group of clips (seen and new instances)."""
+    for top-1, mAP and mIoU on each group of clips (seen and new instances).  A difference marked *
+    holds with every paired p-value of the table taken as one family (Holm-adjusted p below alpha)."""
     entries = [e for e in _entries(results_dir, split) if e["config"]["task"] == "distill"]
     grouped = _grouped(entries)
     scope = lambda c: (c["epochs"], c["student"], c.get("student_image_size"), c["dataset"])  # noqa: E731
@@ -386,10 +398,18 @@ def significance_table(results_dir: Path = RESULTS, split: str = "test") -> str:
             diff = 100 * (statistics.mean(row_v.values()) - statistics.mean(ref_v.values()))
             paired, welch = _test_p(row_v, ref_v)
             p = ", ".join(f"{name} {_p(v)}" for name, v in (("p", paired), ("W", welch)) if v is not None)
-            cells.append(f"{diff:+.1f}" + (f" ({p})" if p else ""))
+            cells.append((f"{diff:+.1f}", f" ({p})" if p else "", paired))
         rows.append([label, method, str(len({r["config"]["seed"] for r in runs})), *cells])
     if not rows:
         return f"no runs on {split} to compare with {REFERENCE} yet"
+    family = [(r, i) for r, row in enumerate(rows) for i in range(3, len(row))
+              if row[i] != "-" and row[i][2] is not None]
+    adjusted = dict(zip(family, holm([rows[r][i][2] for r, i in family])))
+    for r, row in enumerate(rows):
+        for i in range(3, len(row)):
+            if row[i] != "-":
+                diff, p, _ = row[i]
+                row[i] = diff + ("*" if adjusted.get((r, i), 1.0) < alpha else "") + p
     keep = [i for i in range(len(cols)) if any(row[3 + i] != "-" for row in rows)]  # columns some record fills
     lines = ["| model | method | seeds | " + " | ".join(f"Δ {cols[i][0]}" for i in keep) + " |",
              "|---|---|---:|" + "---:|" * len(keep)]
