@@ -176,3 +176,76 @@ def test_a_record_evaluating_another_records_student_adds_its_evaluation_only(tm
     lines = results.compute_summary(tmp_path).split("\n")
     assert "| AMD EPYC, 1 thread | 2 | 1.6 | 1.6 |" in lines  # 3600 + 1800 + 460 s
     assert any(line.startswith("Besides these runs, 1 record(s)") for line in lines)
+
+
+def test_a_run_keeps_each_clips_outcome_and_an_older_record_gets_it_back(small_bench, teacher_dir, tmp_path):
+    from training.run import pipeline as distill
+
+    run, out = tmp_path / "run", tmp_path / "results"
+    distill.main(["--data-root", str(small_bench), "--teacher", str(teacher_dir), "--epochs", "1", "--batch-size",
+                  "4", "--probe-epochs", "2", "--workers", "0", "--method", "emktd+kd", "--eval-teacher", "false",
+                  "--out", str(run)])
+    results.record(run, "tiny-s0", out)
+    entry = json.loads((out / "tiny-s0.json").read_text())
+    clips = json.loads((out / "clips" / "tiny-s0.json").read_text())
+    assert "per_clip" not in entry["student"]  # the record stays small; the clips go beside it
+    student = entry["student"]
+    assert len(clips["ids"]) == len(set(clips["ids"])) == student["clips"]
+    assert sum(clips["top1"]) / len(clips["top1"]) == pytest.approx(student["top1"])
+    assert sum(clips["iou_sum"]) / sum(clips["frames"]) == pytest.approx(student["mIoU"], abs=1e-5)
+    for group, metrics in student["by_group"].items():
+        hits = [h for h, g in zip(clips["top1"], clips["group"]) if g == group]
+        assert len(hits) == metrics["clips"] and sum(hits) / len(hits) == pytest.approx(metrics["top1"])
+
+    # a record written before runs kept their clips: its student is evaluated again
+    (out / "clips" / "tiny-s0.json").unlink()
+    assert results.backfill_clips(out) == [out / "clips" / "tiny-s0.json"]
+    again = json.loads((out / "clips" / "tiny-s0.json").read_text())
+    assert again["ids"] == clips["ids"] and again["top1"] == clips["top1"] and again["frames"] == clips["frames"]
+    assert results.backfill_clips(out) == []  # nothing left to fill
+    (out / "clips" / "tiny-s0.json").unlink()
+    entry["student"]["top1"] += 0.01  # not what its folder's student gives: refused, nothing written
+    (out / "tiny-s0.json").write_text(json.dumps(entry))
+    with pytest.raises(SystemExit, match="tiny-s0: evaluating .* gives top1"):
+        results.backfill_clips(out)
+    assert not (out / "clips" / "tiny-s0.json").exists()
+
+
+def _clips(out, name, hits, ious=None):
+    n = len(hits)
+    results.write_clips(out, name, "test", {"ids": [f"c{i}" for i in range(n)], "group": ["seen"] * n,
+                                           "top1": hits, "iou_sum": ious or [0.5] * n, "frames": [1] * n})
+
+
+def test_clip_intervals_resample_clips_and_seeds(tmp_path):
+    out = tmp_path / "results"
+    ref_hits = [0, 1] * 100  # 50 %
+    # seed by seed the row is right on 60 more clips out of 200 than the reference: +30 points
+    for seed in range(3):
+        results.record(fake_run(tmp_path / f"em{seed}", seed, 0.5, 0.3), f"em-s{seed}", out)
+        results.record(fake_run(tmp_path / f"ktd{seed}", seed, 0.8, 0.3, method="ktd+kd"), f"ktd-s{seed}", out)
+        _clips(out, f"em-s{seed}", ref_hits)
+        _clips(out, f"ktd-s{seed}", [1] * 60 + ref_hits[60:])
+    point, low, high = results.clip_interval(*(results._clip_outcomes(out, [json.loads(
+        (out / f"{m}-s{s}.json").read_text()) for s in range(3)]) for m in ("ktd", "em")), "seen", "top1")
+    # 30 of the 200 clips differ: the share p = 0.15 of clips that gain, sd of the mean difference
+    # sqrt(p (1 - p) / 200) = 2.5 points; 95 % of draws within about 2 sd of +15
+    assert point == pytest.approx(15.0) and 9 < low < 12 and 18 < high < 21
+    header, _, row = results.clip_table(out).splitlines()
+    assert "Δ top-1 [95 %]" in header and "| ktd+kd" in row and "+15.0 [" in row
+    # where the seeds disagree the interval widens: seed 2 now loses what seeds 0 and 1 gain
+    _clips(out, "ktd-s2", [0] * 60 + ref_hits[60:])
+    point, low, high = results.clip_interval(*(results._clip_outcomes(out, [json.loads(
+        (out / f"{m}-s{s}.json").read_text()) for s in range(3)]) for m in ("ktd", "em")), "seen", "top1")
+    assert point == pytest.approx(5.0) and low < -10 and high > 12
+
+
+def test_clip_intervals_need_clips_on_both_sides(tmp_path):
+    out = tmp_path / "results"
+    results.record(fake_run(tmp_path / "em0", 0, 0.5, 0.3), "em-s0", out)
+    results.record(fake_run(tmp_path / "ktd0", 0, 0.8, 0.3, method="ktd+kd"), "ktd-s0", out)
+    _clips(out, "ktd-s0", [1, 0, 1])
+    assert results.clip_table(out).startswith("no records on test keep per-clip outcomes")
+    _clips(out, "em-s0", [1, 0, 0], ious=[0.5, 0.5, 0.2])
+    header, _, row = results.clip_table(out).splitlines()
+    assert "+33.3 [" in row and "| +10.0 [" in row  # mIoU over the frames: (1.5 - 1.2) / 3

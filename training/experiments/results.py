@@ -4,11 +4,14 @@
     python -m training.experiments.results table                                 # the README's tables, from results/*.json
     python -m training.experiments.results figure --out docs/monitor_view.png    # the monitor's view, drawn
     python -m training.experiments.results page                                  # docs/results.md's tables, rewritten
+    python -m training.experiments.results clips                                 # per-clip outcomes of older records
 
 A record keeps what a table needs from a finished run: the resolved config, the teacher's
 and the student's metrics on the evaluation split (with S4 and MS3 apart), clip counts,
-parameter counts, hardware and wall time.  Runs of one setting that differ only in the
-seed are one table row: mean and standard deviation over the seeds.
+parameter counts, hardware and wall time; each test clip's outcome (top-1 hit, summed IoU of
+its frames) goes beside it to ``clips/<name>.json``, for intervals that resample the test clips.
+Runs of one setting that differ only in the seed are one table row: mean and standard deviation
+over the seeds.
 """
 
 from __future__ import annotations
@@ -105,9 +108,65 @@ def record(run: Path, name: str, out_dir: Path = RESULTS, evaluation_from: Path 
         other_config = json.loads((Path(evaluation_from) / "config.json").read_text())
         entry["config"] = {**config, "eval_split": other_config.get("eval_split", "test")}  # where it was evaluated
     out_dir.mkdir(parents=True, exist_ok=True)
+    per_clip = (other["teacher"] if evaluation_from is not None else metrics["student"]).get("per_clip")
+    if per_clip is not None:
+        write_clips(out_dir, name, entry["config"].get("eval_split", "test"), per_clip)
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps(entry, indent=1) + "\n")
     return path
+
+
+def write_clips(out_dir: Path, name: str, split: str, per_clip: dict) -> Path:
+    """``out_dir/clips/name.json``: one record's outcome clip by clip, on one line."""
+    path = Path(out_dir) / CLIPS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"name": name, "split": split, **per_clip}, separators=(",", ":")) + "\n")
+    return path
+
+
+def backfill_clips(results_dir: Path = RESULTS, split: str = "test") -> list[Path]:
+    """Per-clip outcomes for the distillation records on ``split`` written before evaluation kept
+    them: the student in the record's run folder is evaluated again, and its outcomes are kept
+    only if they give back the record's top-1, mAP and mIoU (the same student, the same clips)."""
+    import torch
+
+    from training.run import config as cfg
+    from training.run import data
+    from training.run.evaluate import evaluate
+    from training.run.pipeline import build_models_and_data
+    from emktd.hub import load_pretrained
+
+    written, refused = [], []
+    for entry in _entries(results_dir, split):
+        c = entry["config"]
+        if c["task"] != "distill" or (Path(results_dir) / CLIPS / f"{entry['name']}.json").is_file():
+            continue
+        run = Path(c.get("out") or "")
+        if not (run / "config.json").is_file() or not (run / "student").is_dir():
+            print(f"{entry['name']}: its run folder {run} is not here; left without per-clip outcomes", flush=True)
+            continue
+        config = cfg.load(run / "config.json")
+        torch.set_num_threads(1)
+        setup = build_models_and_data(config, torch.device("cpu"))
+        student = load_pretrained(run / "student").float()
+        again = evaluate(config, student, setup.data.eval, torch.device("cpu"), data.clip_modes(config), None,
+                         False, "eval student", data.clip_groups(config))
+        differ = [f"{key} {again.get(key)}, the record {entry['student'][key]}" for key in ("top1", "mAP", "mIoU")
+                  if entry["student"].get(key) is not None
+                  and (again.get(key) is None or abs(entry["student"][key] - again[key]) > 1e-6)]
+        if differ:
+            refused.append(f"{entry['name']}: evaluating {run / 'student'} again gives {'; '.join(differ)}; expected "
+                           "the same student on the same clips")
+            print(refused[-1], flush=True)
+            continue
+        written.append(write_clips(results_dir, entry["name"], split, again["per_clip"]))
+        print(written[-1], flush=True)
+    if refused:
+        raise SystemExit("\n".join(refused))
+    return written
+
+
+CLIPS = "clips"
 
 
 def _get(metrics: dict, keys: tuple[str, ...]):
@@ -362,11 +421,9 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def significance_table(results_dir: Path = RESULTS, split: str = "test", alpha: float = 0.05) -> str:
-    """Each row against EM-KTD + KD of the same schedule and student: the difference of the means
-    (row minus EM-KTD, in points) with the p-value of the difference paired by seed and Welch's,
-    for top-1, mAP and mIoU on each group of clips (seen and new instances).  A difference marked *
-    holds with every paired p-value of the table taken as one family (Holm-adjusted p below alpha)."""
+def _comparisons(results_dir: Path, split: str) -> tuple[list[tuple[list[dict], list[dict]]] | None, list]:
+    """The distillation rows on ``split`` each with the EM-KTD + KD row of its schedule and student
+    (None when there is no such reference), and the groups of clips the records report apart."""
     entries = [e for e in _entries(results_dir, split) if e["config"]["task"] == "distill"]
     grouped = _grouped(entries)
     scope = lambda c: (c["epochs"], c["student"], c.get("student_image_size"), c["dataset"])  # noqa: E731
@@ -375,18 +432,30 @@ def significance_table(results_dir: Path = RESULTS, split: str = "test", alpha: 
         c = runs[0]["config"]
         if _is_reference(c) and len(runs) > len(references.get(scope(c), [])):
             references[scope(c)] = runs
-    if not references:
-        return f"no {REFERENCE} runs on {split} to compare with"
     groups = _groups(sorted({e["config"]["dataset"] for e in entries})) or [None]
+    if not references:
+        return None, groups
+    pairs = []
+    for _, runs in grouped:
+        ref = references.get(scope(runs[0]["config"]))
+        if ref is not None and ref is not runs:
+            pairs.append((runs, ref))
+    return pairs, groups
+
+
+def significance_table(results_dir: Path = RESULTS, split: str = "test", alpha: float = 0.05) -> str:
+    """Each row against EM-KTD + KD of the same schedule and student: the difference of the means
+    (row minus EM-KTD, in points) with the p-value of the difference paired by seed and Welch's,
+    for top-1, mAP and mIoU on each group of clips (seen and new instances).  A difference marked *
+    holds with every paired p-value of the table taken as one family (Holm-adjusted p below alpha)."""
+    pairs, groups = _comparisons(results_dir, split)
+    if pairs is None:
+        return f"no {REFERENCE} runs on {split} to compare with"
     cols = [(f"{group + ' ' if group and group != groups[0] else ''}{label}", group, key)
             for group in groups for label, key in SIGNIFICANCE_METRICS]
     rows = []
-    for _, runs in grouped:
-        c = runs[0]["config"]
-        ref = references.get(scope(c))
-        if ref is None or ref is runs:
-            continue
-        label, method = _labels(c)
+    for runs, ref in pairs:
+        label, method = _labels(runs[0]["config"])
         cells = []
         for _, group, key in cols:
             keys = ("by_group", group, key) if group else (key,)
@@ -414,6 +483,97 @@ def significance_table(results_dir: Path = RESULTS, split: str = "test", alpha: 
     lines = ["| model | method | seeds | " + " | ".join(f"Δ {cols[i][0]}" for i in keep) + " |",
              "|---|---|---:|" + "---:|" * len(keep)]
     lines += ["| " + " | ".join(row[:3] + [row[3 + i] for i in keep]) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+CLIP_METRICS = (("top-1", "top1"), ("mIoU", "iou"))
+
+
+def _clip_outcomes(results_dir: Path, runs: list[dict]) -> dict[int, dict]:
+    """{seed: per-clip outcomes} of the runs whose clips file is there."""
+    found = {}
+    for r in runs:
+        path = Path(results_dir) / CLIPS / f"{r['name']}.json"
+        if path.is_file():
+            found[r["config"]["seed"]] = json.loads(path.read_text())
+    return found
+
+
+def clip_interval(row: dict[int, dict], ref: dict[int, dict], group: str | None, metric: str, draws: int = 2000,
+                  seed: int = 0) -> tuple[float, float, float] | None:
+    """The difference row minus ref (in points) on the clips of ``group`` and the seeds both have, with
+    its 95 % bootstrap interval: each draw resamples the seeds (paired) and the clips (paired), so
+    the interval counts both what training varies and which clips happen to be in the split.
+    ``metric``: "top1" (share of clips whose top class is right) or "iou" (mean IoU over the frames)."""
+    import numpy as np
+
+    seeds = sorted(set(row) & set(ref))
+    if not seeds:
+        return None
+    ids = [set(i for i, g in zip(o["ids"], o["group"]) if group is None or g == group)
+           for o in (*(row[s] for s in seeds), *(ref[s] for s in seeds))]
+    common = sorted(set.intersection(*ids))
+    if not common:
+        return None
+
+    def matrix(outcomes, key):
+        out = []
+        for s in seeds:
+            o = outcomes[s]
+            if o.get(key) is None:
+                return None
+            at = dict(zip(o["ids"], o[key]))
+            out.append([at[i] for i in common])
+        return np.asarray(out, dtype=float)
+
+    keys = ("top1", None) if metric == "top1" else ("iou_sum", "frames")
+    a, b = matrix(row, keys[0]), matrix(ref, keys[0])
+    if a is None or b is None:
+        return None
+    if keys[1] is None:
+        na = nb = np.ones_like(a)
+    else:
+        na, nb = matrix(row, keys[1]), matrix(ref, keys[1])
+        if na.sum() == 0 or nb.sum() == 0:
+            return None
+    rng = np.random.default_rng(seed)
+    si = rng.integers(len(seeds), size=(draws, len(seeds)))[:, :, None]
+    ci = rng.integers(len(common), size=(draws, len(common)))[:, None, :]
+
+    def ratio(x, n, axis=None):
+        return x.sum(axis=axis) / np.maximum(n.sum(axis=axis), 1e-12)
+
+    point = 100 * (ratio(a, na) - ratio(b, nb))
+    diffs = 100 * (ratio(a[si, ci], na[si, ci], (1, 2)) - ratio(b[si, ci], nb[si, ci], (1, 2)))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float(point), float(low), float(high)
+
+
+def clip_table(results_dir: Path = RESULTS, split: str = "test") -> str:
+    """The differences from EM-KTD + KD in top-1 and mIoU on each group of clips with 95 % intervals
+    that resample seeds and clips (:func:`clip_interval`), for the rows whose records and whose
+    reference's records keep per-clip outcomes."""
+    pairs, groups = _comparisons(results_dir, split)
+    if pairs is None:
+        return f"no {REFERENCE} runs on {split} to compare with"
+    cols = [(f"{group + ' ' if group and group != groups[0] else ''}{label}", group, key)
+            for group in groups for label, key in CLIP_METRICS]
+    rows = []
+    for runs, ref in pairs:
+        row_o, ref_o = _clip_outcomes(results_dir, runs), _clip_outcomes(results_dir, ref)
+        cells = []
+        for _, group, key in cols:
+            found = clip_interval(row_o, ref_o, group, key)
+            cells.append("-" if found is None else f"{found[0]:+.1f} [{found[1]:+.1f}, {found[2]:+.1f}]")
+        if any(cell != "-" for cell in cells):
+            label, method = _labels(runs[0]["config"])
+            seeds = len(set(row_o) & set(ref_o))
+            rows.append([label, method, str(seeds), *cells])
+    if not rows:
+        return f"no records on {split} keep per-clip outcomes to compare with {REFERENCE}"
+    lines = ["| model | method | seeds | " + " | ".join(f"Δ {name} [95 %]" for name, _, _ in cols) + " |",
+             "|---|---|---:|" + "---:|" * len(cols)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -452,10 +612,12 @@ def compute_summary(results_dir: Path = RESULTS) -> str:
 
 
 def report(results_dir: Path = RESULTS) -> str:
-    """Every table: the comparison on test, its differences from EM-KTD with their p-values, top-1
-    by informativeness mode, the sweeps on val, the entropy monitor, the compute spent."""
-    return "\n\n".join((table(results_dir), significance_table(results_dir), modes_table(results_dir),
-                        sweep_table(results_dir), monitor_table(results_dir), compute_summary(results_dir)))
+    """Every table: the comparison on test, its differences from EM-KTD with their p-values and with
+    intervals over seeds and clips, top-1 by informativeness mode, the sweeps on val, the entropy
+    monitor, the compute spent."""
+    return "\n\n".join((table(results_dir), significance_table(results_dir), clip_table(results_dir),
+                        modes_table(results_dir), sweep_table(results_dir), monitor_table(results_dir),
+                        compute_summary(results_dir)))
 
 
 PAGE_BLOCK = re.compile(r"<!-- (results[\w-]*):start \(python -m training.experiments.results table"
@@ -508,6 +670,8 @@ def main(argv=None) -> None:
     t.add_argument("--dir", type=Path, default=RESULTS)
     u = sub.add_parser("page", help="rewrite the tables of a page's marked blocks (docs/results.md)")
     u.add_argument("path", type=Path, nargs="?", default=RESULTS.parent / "docs" / "results.md")
+    sub.add_parser("clips", help="per-clip outcomes for older test records, by evaluating their run folders' "
+                                 "students again (kept only where the record's metrics come back)")
     f = sub.add_parser("figure", help="draw the monitor's view (mean EM weights by mode) to a PNG")
     f.add_argument("--dir", type=Path, default=RESULTS)
     f.add_argument("--out", type=Path, default=Path("docs/monitor_view.png"))
@@ -516,6 +680,8 @@ def main(argv=None) -> None:
         print(record(args.run, args.name, evaluation_from=args.evaluation_from))
     elif args.command == "page":
         print(f"{args.path}: {update_page(args.path)} blocks rewritten")
+    elif args.command == "clips":
+        print(f"{len(backfill_clips())} clips files written")
     elif args.command == "figure":
         print(monitor_figure(args.out, args.dir))
     else:

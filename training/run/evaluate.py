@@ -4,6 +4,8 @@ Classification is clip-level (logits averaged over the clip's frames); segmentat
 per frame, one clip per batch as AVSBench tests, overall and per evaluation part (S4 and MS3
 of the embedded benchmark); with clip modes, top-1 per informativeness mode; with clip groups
 (seen and new instances), all of it again per group; with a monitor, its mean weights per mode.
+Each clip's own outcome (top-1 hit, its frames' summed IoU) is kept under ``per_clip``, so that
+results can resample the test clips.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from .metrics import SegmentationMeter, classification_metrics
 class _Tally:
     """What evaluation accumulates clip by clip."""
 
-    def __init__(self, groups: dict[str, str] | None = None):
-        self.groups = groups or {}
+    def __init__(self, groups: dict[str, str] | None = None, per_clip: bool = False):
+        self.groups, self.per_clip = groups or {}, per_clip
         self.by_group: dict[str, _Tally] = {}
         self.scores, self.targets, self.ids, self.skipped = [], [], [], []
+        self.clip_iou: dict[str, tuple[float, int]] = {}  # clip id -> (sum of its frames' IoU, frames)
         self.meter = SegmentationMeter()
         self.part_meters: dict[str, SegmentationMeter] = defaultdict(SegmentationMeter)
         self.weights: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -48,14 +51,16 @@ class _Tally:
                 pred, truth = pred[valid.to(pred.device)].cpu(), batch["masks"][0][valid]
                 self.meter.update(pred, truth)
                 self.part_meters[part].update(pred, truth)
+                self.clip_iou[batch["id"][0]] = (float(self.meter.ious[-1].sum()), int(self.meter.ious[-1].numel()))
 
     def result(self, config: RunConfig, modes: dict[str, str] | None, seconds: float) -> dict:
         result = {"clips": len(self.ids), "unreadable": len(self.skipped), "seconds": seconds}
+        hits = None
         if self.scores and config.objective != "segmentation":
             s, t = torch.stack(self.scores).numpy(), torch.stack(self.targets).numpy()
             result.update(classification_metrics(s, t))
+            hits = (t[np.arange(len(s)), s.argmax(1)] > 0)
             if modes:
-                hits = (t[np.arange(len(s)), s.argmax(1)] > 0)
                 by_mode = defaultdict(list)
                 for clip_id, hit in zip(self.ids, hits):
                     by_mode[modes.get(clip_id, "unknown")].append(bool(hit))
@@ -69,6 +74,11 @@ class _Tally:
         if self.weights:
             result["em_weights_by_mode"] = {mode: {m: float(np.mean(v)) for m, v in ws.items()}
                                             for mode, ws in sorted(self.weights.items())}
+        if self.per_clip and self.ids:
+            iou = [self.clip_iou.get(i, (0.0, 0)) for i in self.ids]
+            result["per_clip"] = {"ids": list(self.ids), "group": [self.groups.get(i, "") for i in self.ids],
+                                  "top1": [int(h) for h in hits] if hits is not None else None,
+                                  "iou_sum": [round(x, 5) for x, _ in iou], "frames": [n for _, n in iou]}
         return result
 
 
@@ -80,7 +90,7 @@ def evaluate(config: RunConfig, model: AVTransformer, dataset, device, modes: di
     from tqdm import tqdm
 
     model.eval()
-    tally = _Tally(groups)
+    tally = _Tally(groups, per_clip=True)
     data_loader = loader(dataset, 1, ResumableSampler(len(dataset), 0, shuffle=False), config.workers)
     started = time.time()
     for index, (batch, errors) in enumerate(tqdm(data_loader, desc=desc, disable=not progress)):
