@@ -249,3 +249,33 @@ def test_clip_intervals_need_clips_on_both_sides(tmp_path):
     _clips(out, "em-s0", [1, 0, 0], ious=[0.5, 0.5, 0.2])
     header, _, row = results.clip_table(out).splitlines()
     assert "+33.3 [" in row and "| +10.0 [" in row  # mIoU over the frames: (1.5 - 1.2) / 3
+
+
+def test_records_keep_the_probes_report_and_the_probes_table_shows_out_of_fold(tmp_path):
+    out = tmp_path / "results"
+    report = {"best_epoch": 3, "train_clips": 8, "held_out_clips": 2,
+              "train": {m: {"accuracy": 0.9, "entropy": 1.0} for m in ("audio", "visual", "fused")},
+              "held_out": {m: {"accuracy": 0.7, "entropy": 1.2} for m in ("audio", "visual", "fused")},
+              "mean_weights": {"audio": 0.4, "visual": 0.05, "fused": 0.3}}
+    plain = fake_run(tmp_path / "em0", 0, 0.5, 0.3)
+    folded = fake_run(tmp_path / "cf0", 0, 0.5, 0.3)
+    config = json.loads((folded / "config.json").read_text())
+    (folded / "config.json").write_text(json.dumps({**config, "monitor_folds": 5}))
+    for run, extra in ((plain, {}), (folded, {"folds": 5, "out_of_fold": {
+            m: {"accuracy": 0.6, "entropy": 1.5} for m in ("audio", "visual", "fused")}})):
+        # the log's record, per-epoch losses and all: the record keeps the report without them
+        line = {"type": "probes", "epoch_losses": [3.0, 2.0], **report, **extra}
+        (run / "log.jsonl").write_text(json.dumps({"type": "start"}) + "\n" + json.dumps(line) + "\n")
+    results.record(plain, "em-s0", out)
+    results.record(folded, "cf-s0", out)
+    kept = json.loads((out / "cf-s0.json").read_text())["probes"]
+    assert kept["out_of_fold"]["audio"] == {"accuracy": 0.6, "entropy": 1.5} and "epoch_losses" not in kept
+    assert kept["mean_weights"] == report["mean_weights"]
+    header, _, *rows = results.probes_table(out).splitlines()
+    cols = header.strip("| ").split(" | ")
+    rows = [dict(zip(cols, r.strip("| ").split(" | "))) for r in rows]
+    folded_audio = next(r for r in rows if r["monitor"].endswith("cross-fitted") and r["probe on the teacher's"] == "audio")
+    assert (folded_audio["accuracy, training clips it fitted"], folded_audio["accuracy, held-out training clips"],
+            folded_audio["accuracy, out of fold"], folded_audio["entropy, out of fold"]) == ("90.0", "70.0", "60.0", "1.50")
+    plain_audio = next(r for r in rows if r["monitor"] == "classification" and r["probe on the teacher's"] == "audio")
+    assert plain_audio["accuracy, out of fold"] == "-" and plain_audio["entropy, held-out training clips"] == "1.20"

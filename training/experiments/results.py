@@ -95,6 +95,9 @@ def record(run: Path, name: str, out_dir: Path = RESULTS, evaluation_from: Path 
              "teacher": _summary(metrics["teacher"]) if "teacher" in metrics else None,
              **{k: metrics.get(k) for k in ("hardware", "world_size", "train_seconds", "wall_seconds", "train_clips",
                                              "student_parameters", "teacher_parameters", "manifest", "probes")}}
+    probes = RunFolder(run, 0).probes()
+    if probes:  # all the log keeps of them (records before PROBE_REPORT grew kept less in metrics.json)
+        entry["probes"] = probes
     adopted = trained_in(run)
     if adopted is not None:  # its wall time holds the other run's training too: see compute_summary
         entry["trained_in"] = adopted
@@ -345,6 +348,38 @@ def monitor_table(results_dir: Path = RESULTS) -> str:
             if mode in view[kind]:
                 lines.append(f"| {kind} | {name} | " + " | ".join(f"{view[kind][mode][m]:.3f}"
                                                                   for m in ("audio", "visual", "fused")) + " |")
+    return "\n".join(lines)
+
+
+PROBE_SETS = (("train", "training clips it fitted"), ("held_out", "held-out training clips"),
+              ("out_of_fold", "out of fold"))
+
+
+def probes_table(results_dir: Path = RESULTS, split: str = "test") -> str:
+    """What the monitor's probes can tell, per monitor kind and modality: accuracy and mean entropy
+    on the training clips they were fitted on, on the training clips held out to stop them, and
+    (cross-fitted) on each fold's clips by the probe that never saw them, which is what such a run
+    weights its training samples with.  Means over the records on ``split`` that keep the probes'
+    report (seeds apart only in which run fitted them)."""
+    found = defaultdict(lambda: defaultdict(list))
+    for e in _entries(results_dir, split):
+        if e["config"]["task"] == "distill" and e.get("probes"):
+            found[_monitor_kind(e["config"])]["records"].append(e["probes"])
+    if not found:
+        return f"no records on {split} keep their monitor's probes"
+    lines = ["| monitor | records | probe on the teacher's | "
+             + " | ".join(f"accuracy, {name}" for _, name in PROBE_SETS) + " | "
+             + " | ".join(f"entropy, {name}" for _, name in PROBE_SETS) + " |",
+             "|---|---:|---|" + "---:|" * (2 * len(PROBE_SETS))]
+    for kind in sorted(found):
+        reports = found[kind]["records"]
+        for modality in ("audio", "visual", "fused"):
+            def cell(where, key, scale, digits):
+                values = [r[where][modality][key] for r in reports if modality in r.get(where, {})]
+                return f"{scale * statistics.mean(values):.{digits}f}" if values else "-"
+            cells = [cell(w, "accuracy", 100, 1) for w, _ in PROBE_SETS] + [cell(w, "entropy", 1, 2)
+                                                                           for w, _ in PROBE_SETS]
+            lines.append(f"| {kind} | {len(reports)} | {modality} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -614,10 +649,10 @@ def compute_summary(results_dir: Path = RESULTS) -> str:
 def report(results_dir: Path = RESULTS) -> str:
     """Every table: the comparison on test, its differences from EM-KTD with their p-values and with
     intervals over seeds and clips, top-1 by informativeness mode, the sweeps on val, the entropy
-    monitor, the compute spent."""
+    monitor's weights and its probes, the compute spent."""
     return "\n\n".join((table(results_dir), significance_table(results_dir), clip_table(results_dir),
                         modes_table(results_dir), sweep_table(results_dir), monitor_table(results_dir),
-                        compute_summary(results_dir)))
+                        probes_table(results_dir), compute_summary(results_dir)))
 
 
 PAGE_BLOCK = re.compile(r"<!-- (results[\w-]*):start \(python -m training.experiments.results table"

@@ -16,6 +16,12 @@ import torch
 from emktd.files import atomic_path, write_text_atomic
 from emktd.models import MODALITIES
 
+# what a run's record keeps of its probes: when they stopped, on how many clips, their accuracy and
+# entropy on the clips they fitted, on the held-out ones and (cross-fitted) out of fold, and the
+# mean weight they give the training frames
+PROBE_REPORT = ("best_epoch", "train_clips", "held_out_clips", "train", "held_out", "mean_weights", "folds",
+                "out_of_fold")
+
 
 class RunFolder:
     def __init__(self, path: Path, rank: int):
@@ -45,6 +51,12 @@ class RunFolder:
     def records(self) -> list[dict]:
         path = self.path / "log.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+    def probes(self) -> dict | None:
+        """The monitor's probes as the run trained them (its log's last ``probes`` record, without
+        the per-epoch losses), or None for a run without a monitor."""
+        found = [r for r in self.records() if r.get("type") == "probes"]
+        return {k: found[-1][k] for k in PROBE_REPORT if k in found[-1]} if found else None
 
     def plot(self) -> None:
         """Loss terms and EM weights over training, from log.jsonl."""

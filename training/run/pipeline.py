@@ -331,10 +331,9 @@ def evaluate_and_write(config: cfg.RunConfig, setup: Setup, folder: RunFolder, m
                                          "eval teacher", groups)
     result["student"] = evaluate(config, student, run_data.eval, device, modes, None, progress, "eval student",
                                  groups)
-    probes = [r for r in folder.records() if r.get("type") == "probes"]
+    probes = folder.probes()
     if probes:  # the monitor's probes as trained (a resumed run reads them from its log)
-        result["probes"] = {k: probes[-1][k] for k in ("best_epoch", "train_clips", "held_out_clips", "train",
-                                                       "held_out") if k in probes[-1]}
+        result["probes"] = probes
     if cache is not None:
         result["teacher_cache"] = {"hits": cache.hits, "misses": cache.misses, "gb": round(cache.used / 2**30, 2)}
     result["manifest"] = [b.manifest.report() for b in run_data.bases]
