@@ -456,9 +456,10 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def _comparisons(results_dir: Path, split: str) -> tuple[list[tuple[list[dict], list[dict]]] | None, list]:
+def _comparisons(results_dir: Path, split: str, metrics) -> tuple[list[tuple[list[dict], list[dict]]] | None, list]:
     """The distillation rows on ``split`` each with the EM-KTD + KD row of its schedule and student
-    (None when there is no such reference), and the groups of clips the records report apart."""
+    (None when there is no such reference), and the columns (heading, group of clips, key) of
+    ``metrics`` ((label, key) pairs) on each group of clips the records report apart."""
     entries = [e for e in _entries(results_dir, split) if e["config"]["task"] == "distill"]
     grouped = _grouped(entries)
     scope = lambda c: (c["epochs"], c["student"], c.get("student_image_size"), c["dataset"])  # noqa: E731
@@ -468,14 +469,16 @@ def _comparisons(results_dir: Path, split: str) -> tuple[list[tuple[list[dict], 
         if _is_reference(c) and len(runs) > len(references.get(scope(c), [])):
             references[scope(c)] = runs
     groups = _groups(sorted({e["config"]["dataset"] for e in entries})) or [None]
+    cols = [(f"{group + ' ' if group and group != groups[0] else ''}{label}", group, key)
+            for group in groups for label, key in metrics]
     if not references:
-        return None, groups
+        return None, cols
     pairs = []
     for _, runs in grouped:
         ref = references.get(scope(runs[0]["config"]))
         if ref is not None and ref is not runs:
             pairs.append((runs, ref))
-    return pairs, groups
+    return pairs, cols
 
 
 def significance_table(results_dir: Path = RESULTS, split: str = "test", alpha: float = 0.05) -> str:
@@ -483,11 +486,9 @@ def significance_table(results_dir: Path = RESULTS, split: str = "test", alpha: 
     (row minus EM-KTD, in points) with the p-value of the difference paired by seed and Welch's,
     for top-1, mAP and mIoU on each group of clips (seen and new instances).  A difference marked *
     holds with every paired p-value of the table taken as one family (Holm-adjusted p below alpha)."""
-    pairs, groups = _comparisons(results_dir, split)
+    pairs, cols = _comparisons(results_dir, split, SIGNIFICANCE_METRICS)
     if pairs is None:
         return f"no {REFERENCE} runs on {split} to compare with"
-    cols = [(f"{group + ' ' if group and group != groups[0] else ''}{label}", group, key)
-            for group in groups for label, key in SIGNIFICANCE_METRICS]
     rows = []
     for runs, ref in pairs:
         label, method = _labels(runs[0]["config"])
@@ -588,11 +589,9 @@ def clip_table(results_dir: Path = RESULTS, split: str = "test") -> str:
     """The differences from EM-KTD + KD in top-1 and mIoU on each group of clips with 95 % intervals
     that resample seeds and clips (:func:`clip_interval`), for the rows whose records and whose
     reference's records keep per-clip outcomes."""
-    pairs, groups = _comparisons(results_dir, split)
+    pairs, cols = _comparisons(results_dir, split, CLIP_METRICS)
     if pairs is None:
         return f"no {REFERENCE} runs on {split} to compare with"
-    cols = [(f"{group + ' ' if group and group != groups[0] else ''}{label}", group, key)
-            for group in groups for label, key in CLIP_METRICS]
     rows = []
     for runs, ref in pairs:
         row_o, ref_o = _clip_outcomes(results_dir, runs), _clip_outcomes(results_dir, ref)
