@@ -149,7 +149,6 @@ def backfill_clips(results_dir: Path = RESULTS, split: str = "test") -> list[Pat
             print(f"{entry['name']}: its run folder {run} is not here; left without per-clip outcomes", flush=True)
             continue
         config = cfg.load(run / "config.json")
-        torch.set_num_threads(1)
         setup = build_models_and_data(config, torch.device("cpu"))
         student = load_pretrained(run / "student").float()
         again = evaluate(config, student, setup.data.eval, torch.device("cpu"), data.clip_modes(config), None,
@@ -715,6 +714,9 @@ def main(argv=None) -> None:
     elif args.command == "page":
         print(f"{args.path}: {update_page(args.path)} blocks rewritten")
     elif args.command == "clips":
+        import torch
+
+        torch.set_num_threads(1)  # one thread, as the evidence runs evaluate (and beside them)
         print(f"{len(backfill_clips())} clips files written")
     elif args.command == "figure":
         print(monitor_figure(args.out, args.dir))
