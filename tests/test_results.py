@@ -281,3 +281,28 @@ def test_records_keep_the_probes_report_and_the_probes_table_shows_out_of_fold(t
                                                                                               "1.50")
     plain_audio = next(r for r in audio if r["monitor"] == "classification")
     assert plain_audio["accuracy, out of fold"] == "-" and plain_audio["entropy, held-out training clips"] == "1.20"
+
+
+def test_standing_says_ahead_behind_or_level_and_how_sure(tmp_path):
+    out = tmp_path / "results"
+    ref_hits = [0, 1] * 100  # EM-KTD: right on the odd clips, 50 %
+    # per seed, how many clips each row gets right that EM-KTD gets wrong (+) or the other way (-)
+    plan = {"ktd+kd": (60, 60, 60), "kd": (2, -2, 0), "fitnets+kd": (20, 10, 40)}
+    for seed in range(3):
+        results.record(fake_run(tmp_path / f"em{seed}", seed, 0.5, 0.3), f"em-s{seed}", out)
+        _clips(out, f"em-s{seed}", ref_hits)
+        for method, flips in plan.items():
+            name, f = f"{method}-s{seed}", flips[seed]
+            results.record(fake_run(tmp_path / name, seed, 0.5 + f / 200, 0.3, method=method), name, out)
+            hits = list(ref_hits)
+            for i in range(abs(f)):
+                hits[2 * i + (f < 0)] = int(f > 0)
+            _clips(out, name, hits)
+    results.record(fake_run(tmp_path / "at0", 0, 0.9, 0.3, method="at+kd"), "at-s0", out)  # no clips file
+    header, _, *rows = results.standing_table(out).splitlines()
+    assert header.startswith("| model | method | seeds | EM-KTD on top-1 |")
+    top1 = {r.strip("| ").split(" | ")[1].split(" ")[0].rstrip(","): r.strip("| ").split(" | ")[3] for r in rows}
+    assert top1 == {"ktd+kd": "behind, sure",  # +30 points at every seed
+                    "kd": "level",  # +1, -1, 0 points: within the clips' noise
+                    "fitnets+kd": "behind, likely",  # +10, +5, +20: clear on the clips, too uneven for 2 df
+                    "at+kd": "untested"}  # +40 points, but one seed and no clips to go by

@@ -21,6 +21,7 @@ import json
 import re
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from training.run.datasets import DATASET_ENTRIES
@@ -480,48 +481,72 @@ def _comparisons(results_dir: Path, split: str, metrics) -> tuple[list[tuple[lis
     return pairs, cols
 
 
+@dataclass
+class Difference:
+    """One row's difference from EM-KTD + KD in one metric (points, row minus EM-KTD) with its
+    p-values: paired by seed, Welch's, and the paired one Holm-adjusted over its table."""
+    diff: float
+    paired: float | None
+    welch: float | None
+    adjusted: float | None = None
+
+
+def differences(results_dir: Path = RESULTS, split: str = "test"):
+    """The comparison rows on ``split`` as ``(runs, reference runs, {column heading: Difference or
+    None})``, and the columns ``(heading, group, key)``; None when there is no EM-KTD + KD row to
+    compare with.  The paired p-values of all rows and columns are one family for Holm's adjustment."""
+    pairs, cols = _comparisons(results_dir, split, SIGNIFICANCE_METRICS)
+    if pairs is None:
+        return None, cols
+    rows = []
+    for runs, ref in pairs:
+        cells = {}
+        for heading, group, key in cols:
+            keys = ("by_group", group, key) if group else (key,)
+            row_v = {r["config"]["seed"]: v for r in runs if (v := _get(r["student"], keys)) is not None}
+            ref_v = {r["config"]["seed"]: v for r in ref if (v := _get(r["student"], keys)) is not None}
+            if row_v and ref_v:
+                diff = 100 * (statistics.mean(row_v.values()) - statistics.mean(ref_v.values()))
+                cells[heading] = Difference(diff, *_test_p(row_v, ref_v))
+            else:
+                cells[heading] = None
+        rows.append((runs, ref, cells))
+    family = [d for _, _, cells in rows for d in cells.values() if d is not None and d.paired is not None]
+    for d, adjusted in zip(family, holm([d.paired for d in family])):
+        d.adjusted = adjusted
+    return rows, cols
+
+
 def significance_table(results_dir: Path = RESULTS, split: str = "test", alpha: float = 0.05) -> str:
     """Each row against EM-KTD + KD of the same schedule and student: the difference of the means
     (row minus EM-KTD, in points) with the p-value of the difference paired by seed and Welch's,
     for top-1, mAP and mIoU on each group of clips (seen and new instances).  A difference marked *
     holds with every paired p-value of the table taken as one family (Holm-adjusted p below alpha)."""
-    pairs, cols = _comparisons(results_dir, split, SIGNIFICANCE_METRICS)
-    if pairs is None:
+    rows, cols = differences(results_dir, split)
+    if rows is None:
         return f"no {REFERENCE} runs on {split} to compare with"
-    rows = []
-    for runs, ref in pairs:
-        label, method = _labels(runs[0]["config"])
-        cells = []
-        for _, group, key in cols:
-            keys = ("by_group", group, key) if group else (key,)
-            row_v = {r["config"]["seed"]: v for r in runs if (v := _get(r["student"], keys)) is not None}
-            ref_v = {r["config"]["seed"]: v for r in ref if (v := _get(r["student"], keys)) is not None}
-            if not row_v or not ref_v:
-                cells.append("-")
-                continue
-            diff = 100 * (statistics.mean(row_v.values()) - statistics.mean(ref_v.values()))
-            paired, welch = _test_p(row_v, ref_v)
-            p = ", ".join(f"{name} {_p(v)}" for name, v in (("p", paired), ("W", welch)) if v is not None)
-            cells.append((f"{diff:+.1f}", f" ({p})" if p else "", paired))
-        rows.append([label, method, str(len({r["config"]["seed"] for r in runs})), *cells])
     if not rows:
         return f"no runs on {split} to compare with {REFERENCE} yet"
-    family = [(r, i) for r, row in enumerate(rows) for i in range(3, len(row))
-              if row[i] != "-" and row[i][2] is not None]
-    adjusted = dict(zip(family, holm([rows[r][i][2] for r, i in family])))
-    for r, row in enumerate(rows):
-        for i in range(3, len(row)):
-            if row[i] != "-":
-                diff, p, _ = row[i]
-                row[i] = diff + ("*" if adjusted.get((r, i), 1.0) < alpha else "") + p
-    keep = [i for i in range(len(cols)) if any(row[3 + i] != "-" for row in rows)]  # columns some record fills
-    lines = ["| model | method | seeds | " + " | ".join(f"Δ {cols[i][0]}" for i in keep) + " |",
+
+    def cell(d: Difference | None) -> str:
+        if d is None:
+            return "-"
+        p = ", ".join(f"{name} {_p(v)}" for name, v in (("p", d.paired), ("W", d.welch)) if v is not None)
+        star = "*" if d.adjusted is not None and d.adjusted < alpha else ""
+        return f"{d.diff:+.1f}{star}" + (f" ({p})" if p else "")
+
+    keep = [h for h, _, _ in cols if any(cells[h] is not None for _, _, cells in rows)]  # columns some record fills
+    lines = ["| model | method | seeds | " + " | ".join(f"Δ {h}" for h in keep) + " |",
              "|---|---|---:|" + "---:|" * len(keep)]
-    lines += ["| " + " | ".join(row[:3] + [row[3 + i] for i in keep]) + " |" for row in rows]
+    for runs, _, cells in rows:
+        label, method = _labels(runs[0]["config"])
+        seeds = len({r["config"]["seed"] for r in runs})
+        lines.append(f"| {label} | {method} | {seeds} | " + " | ".join(cell(cells[h]) for h in keep) + " |")
     return "\n".join(lines)
 
 
 CLIP_METRICS = (("top-1", "top1"), ("mIoU", "iou"))
+CLIP_KEYS = {"top1": "top1", "mIoU": "iou"}  # a record's metric -> the per-clip outcome it is the mean of
 
 
 def _clip_outcomes(results_dir: Path, runs: list[dict]) -> dict[int, dict]:
@@ -610,6 +635,46 @@ def clip_table(results_dir: Path = RESULTS, split: str = "test") -> str:
     return "\n".join(lines)
 
 
+def standing_table(results_dir: Path = RESULTS, split: str = "test", alpha: float = 0.05) -> str:
+    """Where EM-KTD + KD stands against each row, in top-1 and mIoU on each group of clips, and how
+    sure that is: "sure" when both the paired p-value, Holm-adjusted over the differences table,
+    is below ``alpha`` and the 95 % interval over seeds and clips excludes 0; "likely" when one of
+    the two holds; "level" when neither does.  Ahead or behind by the sign of the difference.  A
+    row with one seed in common with EM-KTD + KD has no paired p-value: at most "likely", and
+    "untested" without per-clip outcomes either."""
+    rows, cols = differences(results_dir, split)
+    if not rows:
+        return f"no runs on {split} to compare with {REFERENCE}"
+    wanted = [(h, group, CLIP_KEYS[key]) for h, group, key in cols if key in CLIP_KEYS]
+    table_rows = []
+    for runs, ref, cells in rows:
+        row_o, ref_o = _clip_outcomes(results_dir, runs), _clip_outcomes(results_dir, ref)
+        verdicts = []
+        for heading, group, key in wanted:
+            d = cells.get(heading)
+            if d is None:
+                verdicts.append("-")
+                continue
+            interval = clip_interval(row_o, ref_o, group, key)
+            if d.adjusted is None and interval is None:
+                verdicts.append("untested")  # one seed and no per-clip outcomes: nothing to go by
+                continue
+            tested = d.adjusted is not None and d.adjusted < alpha
+            bounded = interval is not None and (interval[1] > 0 or interval[2] < 0)
+            # the sign on the seeds both have, which both criteria use
+            side = "ahead" if (interval[0] if interval is not None else d.diff) < 0 else "behind"
+            verdicts.append(f"{side}, sure" if tested and bounded else f"{side}, likely" if tested or bounded
+                            else "level")
+        label, method = _labels(runs[0]["config"])
+        seeds = len({r["config"]["seed"] for r in runs} & {r["config"]["seed"] for r in ref})
+        table_rows.append([label, method, str(seeds), *verdicts])
+    keep = [i for i in range(len(wanted)) if any(row[3 + i] != "-" for row in table_rows)]  # columns with data
+    lines = ["| model | method | seeds | " + " | ".join(f"EM-KTD on {wanted[i][0]}" for i in keep) + " |",
+             "|---|---|---:|" + "---|" * len(keep)]
+    lines += ["| " + " | ".join(row[:3] + [row[3 + i] for i in keep]) + " |" for row in table_rows]
+    return "\n".join(lines)
+
+
 def _p(value: float) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
@@ -646,11 +711,12 @@ def compute_summary(results_dir: Path = RESULTS) -> str:
 
 def report(results_dir: Path = RESULTS) -> str:
     """Every table: the comparison on test, its differences from EM-KTD with their p-values and with
-    intervals over seeds and clips, top-1 by informativeness mode, the sweeps on val, the entropy
-    monitor's weights and its probes, the compute spent."""
+    intervals over seeds and clips, where EM-KTD stands and how sure that is, top-1 by
+    informativeness mode, the sweeps on val, the entropy monitor's weights and its probes, the
+    compute spent."""
     return "\n\n".join((table(results_dir), significance_table(results_dir), clip_table(results_dir),
-                        modes_table(results_dir), sweep_table(results_dir), monitor_table(results_dir),
-                        probes_table(results_dir), compute_summary(results_dir)))
+                        standing_table(results_dir), modes_table(results_dir), sweep_table(results_dir),
+                        monitor_table(results_dir), probes_table(results_dir), compute_summary(results_dir)))
 
 
 PAGE_BLOCK = re.compile(r"<!-- (results[\w-]*):start \(python -m training.experiments.results table"
