@@ -429,8 +429,11 @@ def _test_p(row: dict[int, float], ref: dict[int, float]) -> tuple[float | None,
     from scipy import stats
 
     def p_value(test, a, b, spread):
-        if spread == 0:  # no variation at all: the t statistic is 0/0 or infinite
-            return 1.0 if statistics.mean(a) == statistics.mean(b) else 0.0
+        scale = max(abs(v) for v in (*a, *b)) or 1.0
+        if spread <= (1e-9 * scale) ** 2:  # no variation (up to rounding): the t statistic is 0/0 or infinite
+            # the same values: no difference to test; a constant difference (two seeds each k clips
+            # apart, say) is no evidence of a certain one: no p-value
+            return 1.0 if abs(statistics.mean(a) - statistics.mean(b)) <= 1e-9 * scale else None
         return float(test(a, b).pvalue)
 
     common = sorted(set(row) & set(ref))
