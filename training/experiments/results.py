@@ -361,10 +361,10 @@ def probes_table(results_dir: Path = RESULTS, split: str = "test") -> str:
     (cross-fitted) on each fold's clips by the probe that never saw them, which is what such a run
     weights its training samples with.  Means over the records on ``split`` that keep the probes'
     report (seeds apart only in which run fitted them)."""
-    found = defaultdict(lambda: defaultdict(list))
+    found = defaultdict(list)
     for e in _entries(results_dir, split):
         if e["config"]["task"] == "distill" and e.get("probes"):
-            found[_monitor_kind(e["config"])]["records"].append(e["probes"])
+            found[_monitor_kind(e["config"])].append(e["probes"])
     if not found:
         return f"no records on {split} keep their monitor's probes"
     lines = ["| monitor | records | probe on the teacher's | "
@@ -372,7 +372,7 @@ def probes_table(results_dir: Path = RESULTS, split: str = "test") -> str:
              + " | ".join(f"entropy, {name}" for _, name in PROBE_SETS) + " |",
              "|---|---:|---|" + "---:|" * (2 * len(PROBE_SETS))]
     for kind in sorted(found):
-        reports = found[kind]["records"]
+        reports = found[kind]
         for modality in ("audio", "visual", "fused"):
             def cell(where, key, scale, digits):
                 values = [r[where][modality][key] for r in reports if modality in r.get(where, {})]
@@ -548,8 +548,8 @@ def significance_table(results_dir: Path = RESULTS, split: str = "test", alpha: 
     return "\n".join(lines)
 
 
-CLIP_METRICS = (("top-1", "top1"), ("mIoU", "iou"))
 CLIP_KEYS = {"top1": "top1", "mIoU": "iou"}  # a record's metric -> the per-clip outcome it is the mean of
+CLIP_METRICS = tuple((label, CLIP_KEYS[key]) for label, key in SIGNIFICANCE_METRICS if key in CLIP_KEYS)
 
 
 def _clip_outcomes(results_dir: Path, runs: list[dict]) -> dict[int, dict]:
