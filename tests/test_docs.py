@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 from training.experiments import evidence, results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -12,22 +14,37 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 table_lines = results.table_lines
 
 
-def test_the_results_page_holds_exactly_what_the_results_command_prints():
-    """Each marked block of docs/results.md holds the tables its command prints (the current
-    benchmark's records, and the first benchmark's, kept in results/benchmark-v1)."""
-    page = (REPO / "docs" / "results.md").read_text()
-    blocks = results.PAGE_BLOCK.findall(page)
-    assert [name for name, _, _ in blocks] == ["results", "results-v1"]
-    for _, folder, block in blocks:
-        assert table_lines(block) == table_lines(results.report(REPO / folder if folder else results.RESULTS))
+def test_the_pages_hold_exactly_what_the_results_command_prints():
+    """Each marked block of docs/results.md and README.md holds the tables its command prints:
+    docs/results.md every table, of the current benchmark's records and of the first benchmark's
+    (results/benchmark-v1); README.md where EM-KTD stands and the compute spent."""
+    found = {}
+    for page in (REPO / "docs" / "results.md", REPO / "README.md"):
+        for match in results.PAGE_BLOCK.finditer(page.read_text()):
+            found.setdefault(page.name, []).append(match.group(1))
+            assert table_lines(match.group(4)) == table_lines(results.block_report(match, REPO)), (
+                f"{page.name}: the block {match.group(1)} differs from the records; "
+                "run python -m training.experiments.results page")
+    assert found == {"results.md": ["results", "results-v1"], "README.md": ["results-standing", "results-compute"]}
 
 
 def test_the_page_command_rewrites_the_tables_and_keeps_the_prose(tmp_path):
-    page = tmp_path / "results.md"
-    original = (REPO / "docs" / "results.md").read_text()
-    stale = original.replace("| bench-student | emktd+kd", "| bench-student | stale", 1)
-    page.write_text(stale)
-    assert results.update_page(page) == 2 and page.read_text() == original
+    for name, row in (("docs/results.md", "| bench-student | emktd+kd"), ("README.md", "| AMD EPYC")):
+        page = tmp_path / Path(name).name
+        original = (REPO / name).read_text()
+        stale = original.replace(row, "| stale", 1)
+        assert stale != original
+        page.write_text(stale)
+        assert results.update_page(page) == 2 and page.read_text() == original
+
+
+def test_a_block_names_only_its_tables():
+    """``--only`` picks tables by name, in the order of the full report, and refuses a name it lacks."""
+    assert results.report(only=["compute", "standing"]) == (results.standing_table() + "\n\n"
+                                                            + results.compute_summary())
+    assert results.report().startswith(results.table() + "\n\n")
+    with pytest.raises(ValueError, match="no table named standings"):
+        results.report(only=["standings"])
 
 
 def test_the_readme_headline_rows_are_rows_of_the_results_table():

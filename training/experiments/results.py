@@ -3,7 +3,8 @@
     python -m training.experiments.results record runs/RUN --name emktd+kd-s0   # results/<name>.json, a few KB
     python -m training.experiments.results table                                 # the README's tables, from results/*.json
     python -m training.experiments.results figure --out docs/monitor_view.png    # the monitor's view, drawn
-    python -m training.experiments.results page                                  # docs/results.md's tables, rewritten
+    python -m training.experiments.results table --only standing compute         # some of them, by name
+    python -m training.experiments.results page                                  # the tables in docs/results.md and README.md, rewritten
     python -m training.experiments.results clips                                 # per-clip outcomes of older records
 
 A record keeps what a table needs from a finished run: the resolved config, the teacher's
@@ -712,18 +713,32 @@ def compute_summary(results_dir: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
-def report(results_dir: Path = RESULTS) -> str:
-    """Every table: the comparison on test, its differences from EM-KTD with their p-values and with
-    intervals over seeds and clips, where EM-KTD stands and how sure that is, top-1 by
-    informativeness mode, the sweeps on val, the entropy monitor's weights and its probes, the
-    compute spent."""
-    return "\n\n".join((table(results_dir), significance_table(results_dir), clip_table(results_dir),
-                        standing_table(results_dir), modes_table(results_dir), sweep_table(results_dir),
-                        monitor_table(results_dir), probes_table(results_dir), compute_summary(results_dir)))
+TABLES = {  # name (for ``table --only``) -> the function that prints it, in the order ``table`` prints them
+    "comparison": table, "differences": significance_table, "intervals": clip_table, "standing": standing_table,
+    "modes": modes_table, "sweeps": sweep_table, "monitor": monitor_table, "probes": probes_table,
+    "compute": compute_summary}
 
 
+def report(results_dir: Path = RESULTS, only: list[str] | None = None) -> str:
+    """Every table, or those named in ``only``: the comparison on test, its differences from EM-KTD
+    with their p-values and with intervals over seeds and clips, where EM-KTD stands and how sure
+    that is, top-1 by informativeness mode, the sweeps on val, the entropy monitor's weights and its
+    probes, the compute spent."""
+    unknown = sorted(set(only or ()) - set(TABLES))
+    if unknown:
+        raise ValueError(f"no table named {', '.join(unknown)}; the tables: {', '.join(TABLES)}")
+    return "\n\n".join(TABLES[name](results_dir) for name in TABLES if only is None or name in only)
+
+
+# A page's block of tables, rewritten by ``page``: the command in its start marker says what it holds.
 PAGE_BLOCK = re.compile(r"<!-- (results[\w-]*):start \(python -m training.experiments.results table"
-                        r"(?: --dir ([\w/.-]+))?\) -->(.*?)<!-- \1:end -->", re.S)
+                        r"(?: --dir ([\w/.-]+))?(?: --only((?: [a-z]+)+))?\) -->(.*?)<!-- \1:end -->", re.S)
+
+
+def block_report(match: re.Match, root: Path = RESULTS.parent) -> str:
+    """What the command named in a :data:`PAGE_BLOCK` match prints."""
+    folder, only = match.group(2), match.group(3)
+    return report(root / folder if folder else RESULTS, only.split() if only else None)
 
 
 def table_lines(text: str) -> list[str]:
@@ -738,10 +753,8 @@ def update_page(page: Path, root: Path = RESULTS.parent) -> int:
     text = Path(page).read_text()
 
     def rewrite(match):
-        folder = match.group(2)
-        printed = report(root / folder if folder else RESULTS)
-        tables = [t for t in map(table_lines, printed.split("\n\n")) if t]
-        lines, runs, start = match.group(3).split("\n"), [], None
+        tables = [t for t in map(table_lines, block_report(match, root).split("\n\n")) if t]
+        lines, runs, start = match.group(4).split("\n"), [], None
         for i, line in enumerate(lines + [""]):
             if line.startswith("|") and start is None:
                 start = i
@@ -753,11 +766,14 @@ def update_page(page: Path, root: Path = RESULTS.parent) -> int:
                              f"{len(tables)}; place the missing ones first")
         for (a, b), table_rows in reversed(list(zip(runs, tables))):
             lines[a:b] = table_rows
-        return match.group(0).replace(match.group(3), "\n".join(lines))
+        return match.group(0).replace(match.group(4), "\n".join(lines))
 
     updated, count = PAGE_BLOCK.subn(rewrite, text)
     Path(page).write_text(updated)
     return count
+
+
+PAGES = [RESULTS.parent / "docs" / "results.md", RESULTS.parent / "README.md"]  # the pages with blocks
 
 
 def main(argv=None) -> None:
@@ -770,8 +786,10 @@ def main(argv=None) -> None:
                    help="for a teacher run: take the evaluation from this run's teacher evaluation")
     t = sub.add_parser("table", help="print the results tables")
     t.add_argument("--dir", type=Path, default=RESULTS)
-    u = sub.add_parser("page", help="rewrite the tables of a page's marked blocks (docs/results.md)")
-    u.add_argument("path", type=Path, nargs="?", default=RESULTS.parent / "docs" / "results.md")
+    t.add_argument("--only", nargs="+", choices=list(TABLES), metavar="NAME",
+                   help=f"print only these tables ({', '.join(TABLES)})")
+    u = sub.add_parser("page", help="rewrite the tables of the pages' marked blocks (docs/results.md, README.md)")
+    u.add_argument("paths", type=Path, nargs="*", default=PAGES)
     sub.add_parser("clips", help="per-clip outcomes for older test records, by evaluating their run folders' "
                                  "students again (kept only where the record's metrics come back)")
     f = sub.add_parser("figure", help="draw the monitor's view (mean EM weights by mode) to a PNG")
@@ -781,7 +799,8 @@ def main(argv=None) -> None:
     if args.command == "record":
         print(record(args.run, args.name, evaluation_from=args.evaluation_from))
     elif args.command == "page":
-        print(f"{args.path}: {update_page(args.path)} blocks rewritten")
+        for path in args.paths:
+            print(f"{path}: {update_page(path)} blocks rewritten")
     elif args.command == "clips":
         import torch
 
@@ -790,7 +809,7 @@ def main(argv=None) -> None:
     elif args.command == "figure":
         print(monitor_figure(args.out, args.dir))
     else:
-        print(report(args.dir))
+        print(report(args.dir, args.only))
 
 
 if __name__ == "__main__":
