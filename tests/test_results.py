@@ -140,6 +140,19 @@ def test_differences_from_emktd_with_p_values_paired_by_seed_and_welch(tmp_path)
     assert "| cpu | 7 |" not in results.compute_summary(out)  # fake records carry no wall times
 
 
+def test_a_row_with_the_same_value_at_every_seed_is_tested_quietly():
+    """One side constant across seeds (433 of 600 clips right at both seeds) is a valid test; scipy's
+    precision warning about nearly identical data is not the user's concern and is not shown.
+    Paired differences 0 and -0.01: t = -1 on 1 degree of freedom, p = 0.5; Welch's t = -1 with
+    Welch-Satterthwaite's 1 degree of freedom, p = 0.5."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paired, welch = results._test_p({0: 433 / 600, 1: 433 / 600}, {0: 433 / 600, 1: 439 / 600})
+    assert paired == pytest.approx(0.5) and welch == pytest.approx(0.5)
+
+
 def test_holm_adjusts_a_family_of_p_values_step_down():
     # sorted: 0.01 x 4 = 0.04, 0.03 x 3 = 0.09, 0.04 x 2 = 0.08 -> 0.09 (never below an earlier one), 0.5 x 1
     assert results.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
