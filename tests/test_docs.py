@@ -19,11 +19,11 @@ def test_the_pages_hold_exactly_what_the_results_command_prints():
     docs/results.md every table, of the current benchmark's records and of the first benchmark's
     (results/benchmark-v1); README.md where EM-KTD stands and the compute spent."""
     found = {}
-    for page in (REPO / "docs" / "results.md", REPO / "README.md"):
+    for page in results.PAGES:
         for match in results.PAGE_BLOCK.finditer(page.read_text()):
-            found.setdefault(page.name, []).append(match.group(1))
-            assert table_lines(match.group(4)) == table_lines(results.block_report(match, REPO)), (
-                f"{page.name}: the block {match.group(1)} differs from the records; "
+            found.setdefault(page.name, []).append(match["name"])
+            assert table_lines(match["body"]) == table_lines(results.block_report(match, REPO)), (
+                f"{page.name}: the block {match['name']} differs from the records; "
                 "run python -m training.experiments.results page")
     assert found == {"results.md": ["results", "results-v1"], "README.md": ["results-standing", "results-compute"]}
 

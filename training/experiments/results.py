@@ -734,13 +734,14 @@ def report(results_dir: Path = RESULTS, only: list[str] | None = None) -> str:
 
 
 # A page's block of tables, rewritten by ``page``: the command in its start marker says what it holds.
-PAGE_BLOCK = re.compile(r"<!-- (results[\w-]*):start \(python -m training.experiments.results table"
-                        r"(?: --dir ([\w/.-]+))?(?: --only((?: [a-z]+)+))?\) -->(.*?)<!-- \1:end -->", re.S)
+PAGE_BLOCK = re.compile(r"<!-- (?P<name>results[\w-]*):start \(python -m training.experiments.results table"
+                        r"(?: --dir (?P<dir>[\w/.-]+))?(?: --only(?P<only>(?: [a-z]+)+))?\) -->"
+                        r"(?P<body>.*?)<!-- (?P=name):end -->", re.S)
 
 
 def block_report(match: re.Match, root: Path = RESULTS.parent) -> str:
     """What the command named in a :data:`PAGE_BLOCK` match prints."""
-    folder, only = match.group(2), match.group(3)
+    folder, only = match["dir"], match["only"]
     return report(root / folder if folder else RESULTS, only.split() if only else None)
 
 
@@ -757,7 +758,7 @@ def update_page(page: Path, root: Path = RESULTS.parent) -> int:
 
     def rewrite(match):
         tables = [t for t in map(table_lines, block_report(match, root).split("\n\n")) if t]
-        lines, runs, start = match.group(4).split("\n"), [], None
+        lines, runs, start = match["body"].split("\n"), [], None
         for i, line in enumerate(lines + [""]):
             if line.startswith("|") and start is None:
                 start = i
@@ -765,11 +766,11 @@ def update_page(page: Path, root: Path = RESULTS.parent) -> int:
                 runs.append((start, i))
                 start = None
         if len(runs) != len(tables):
-            raise SystemExit(f"{page}: the block {match.group(1)} holds {len(runs)} tables, its command prints "
+            raise SystemExit(f"{page}: the block {match['name']} holds {len(runs)} tables, its command prints "
                              f"{len(tables)}; place the missing ones first")
         for (a, b), table_rows in reversed(list(zip(runs, tables))):
             lines[a:b] = table_rows
-        return match.group(0).replace(match.group(4), "\n".join(lines))
+        return match.group(0).replace(match["body"], "\n".join(lines))
 
     updated, count = PAGE_BLOCK.subn(rewrite, text)
     Path(page).write_text(updated)
