@@ -209,6 +209,49 @@ def test_a_run_fills_the_disk_cache_of_teacher_outputs_then_reads_it(small_bench
     assert not any(r["type"] == "teacher_cache" for r in records(second))
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="advisory file locks are POSIX")
+def test_a_run_waits_while_another_fills_the_shared_cache_then_fills_nothing(small_bench, teacher_dir, tmp_path,
+                                                                              monkeypatch):
+    import fcntl
+    import threading
+
+    cache = ["--teacher-cache-dir", str(tmp_path / "cache"), "--fill-teacher-cache", "true", "--method", "ktd+kd"]
+    distill.main(args(small_bench, teacher_dir, tmp_path / "first", *cache, "--stop-after-steps", "1"))
+    folder = next((tmp_path / "cache").iterdir())
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for f in folder.glob("*.safetensors"):  # the cache as another run finds it while filling it
+        f.rename(aside / f.name)
+    real_flock, waits = fcntl.flock, threading.Event()
+
+    def flock(handle, operation):  # says when the second run asks to wait for the lock
+        if operation == fcntl.LOCK_EX:
+            waits.set()
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    second, failed = tmp_path / "second", []
+
+    def run_second():
+        try:
+            distill.main(args(small_bench, teacher_dir, second, *cache, "--stop-after-steps", "1"))
+        except BaseException as exc:  # reported below
+            failed.append(exc)
+
+    with open(folder / engine.FILL_LOCK, "a") as held:  # this test is the run filling the cache
+        real_flock(held, fcntl.LOCK_EX)
+        thread = threading.Thread(target=run_second)
+        thread.start()
+        waited = waits.wait(timeout=600)
+        for f in aside.iterdir():  # the filling run finishes: every output is in, the lock is let go
+            f.rename(folder / f.name)
+        real_flock(held, fcntl.LOCK_UN)
+    thread.join()
+    assert waited, "the second run did not wait for the lock"
+    assert not failed, failed
+    assert not any(r["type"] == "teacher_cache" for r in records(second))  # it listed what was missing after
+
+
 def test_a_run_reading_decoded_clips_from_disk_takes_the_same_steps(small_bench, teacher_dir, tmp_path):
     common = ["--method", "kd", "--stop-after-steps", "2", "--image-augment", "0.5"]
     distill.main(args(small_bench, teacher_dir, tmp_path / "files", *common))

@@ -44,7 +44,7 @@ from .loop import Fit, State, train_one_epoch
 from .objective import Grids, Trainee
 from .methods import parse
 from .probes import RunMonitor, train_probes
-from .teacher import TeacherCache, cache_folder, fill_cache, load_teacher, state_digest
+from .teacher import TeacherCache, cache_folder, fill_cache, filling, load_teacher, state_digest
 
 
 @dataclass
@@ -179,13 +179,14 @@ def teacher_cache(config: cfg.RunConfig, setup: Setup, folder: RunFolder, device
             "audio_frames": c.audio_frames, "num_mel_bins": c.num_mel_bins, "image_size": c.image_size})
     cache = TeacherCache(config.cache_teacher_gb, cache_dir)
     if cache_dir is not None and config.fill_teacher_cache and world()[0] == 0:
-        pairs = data.AllFrames(setup.data.train.clips, config.frames_per_clip, lambda key: not cache.has(key))
-        if len(pairs):
-            started = time.time()
-            count = fill_cache(config, teacher, pairs, cache, device, progress)
-            folder.log({"type": "teacher_cache", "filled": count, "seconds": round(time.time() - started, 1)})
-            print(f"{cache_dir}: teacher outputs of {count} clip frames cached in {time.time() - started:.0f} s",
-                  flush=True)
+        with filling(cache_dir):  # what is missing is listed once no other run is filling
+            pairs = data.AllFrames(setup.data.train.clips, config.frames_per_clip, lambda key: not cache.has(key))
+            if len(pairs):
+                started = time.time()
+                count = fill_cache(config, teacher, pairs, cache, device, progress)
+                folder.log({"type": "teacher_cache", "filled": count, "seconds": round(time.time() - started, 1)})
+                print(f"{cache_dir}: teacher outputs of {count} clip frames cached in {time.time() - started:.0f} s",
+                      flush=True)
         cache.drop_memory()
     barrier()
     return cache

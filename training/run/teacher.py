@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -130,6 +131,34 @@ def cache_folder(root: str | Path, teacher: AVTransformer, config: RunConfig, id
                          **identity},
                         sort_keys=True)
     return Path(root) / state_digest(teacher, inputs.encode())[:16]
+
+
+FILL_LOCK = ".filling.lock"
+
+
+@contextmanager
+def filling(folder: str | Path):
+    """Held while a run fills the cache ``folder``: runs that share it (a runner's parallel runs)
+    fill it one at a time, so each computes only what the runs before it left missing, instead
+    of all of them computing every output at once.  Without advisory file locks (Windows) runs
+    are not kept apart; the cache stays whole (each file is written atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(folder / FILL_LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{folder}: another run is filling this teacher cache; waiting for it", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def fill_cache(config: RunConfig, teacher: AVTransformer, dataset, cache: TeacherCache, device,
