@@ -69,6 +69,8 @@ class Clip:
     decoded_frames: int = 0  # video frames decoded to find the sampled ones (seeking keeps this small)
     source_duration_s: float = 0.0  # the whole file's duration (duration_s is the segment read)
     notes: list[str] = field(default_factory=list)
+    rotation: int = 0  # counter-clockwise degrees the frames were turned by, as the file's display matrix says
+    video_end_s: float | None = None  # where the video track ends, when it ends early and its last frame is held
 
 
 @dataclass
@@ -118,9 +120,25 @@ def _animated(path: Path) -> bool:
         return sum(1 for _, packet in zip(range(3), packets) if packet.size) > 1
 
 
-def _duration_s(container, stream) -> float:
+def _own_duration_s(stream) -> float | None:
+    """The stream's own duration: from its header, or Matroska's per-track DURATION tag; None when the
+    file states none (the container's duration may then be another track's)."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
+    tag = (stream.metadata or {}).get("DURATION")
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            return None
+    return None
+
+
+def _duration_s(container, stream) -> float:
+    own = _own_duration_s(stream)
+    if own is not None:
+        return own
     if container.duration is not None:
         return container.duration / av.time_base
     if stream.frames and stream.average_rate:
@@ -184,21 +202,29 @@ def _timed_frames(container, stream, counter):
         yield time_s, frame
 
 
-def _decode_frames(container, stream, targets_s, size, path, counter):
+def _decode_frames(container, stream, targets_s, size, path, counter, promised_s=None):
     """Pick, for each absolute target time (ascending), the frame on screen at that time.
 
     That is the last frame starting at or before the target, or the first frame
-    when the target precedes every frame.  At most two decoded frames are held
-    at once; only the picked ones are converted (and downscaled) to RGB.  Frames
+    when the target precedes every frame; past the last frame of a video track that
+    ends before the clip does (a shorter video than sound, one picture with a
+    soundtrack), the last frame stays on screen.  Only a track that ends well before
+    the duration its own header promises (``promised_s``, absolute) is truncated.
+    At most two decoded frames are held at once; only the picked ones are converted
+    (downscaled, and turned upright as the display matrix says) to RGB.  Frames
     that no other frame refers to are skipped unless a target is near, and the
     decoder runs without frame threads, whose pipeline would keep decoding what
     is skipped and cost more than it saves for the few frames a clip needs.
+
+    Returns (frames, times, the display matrix's rotation in degrees).
     """
     stream.thread_type = "SLICE"
     time_base = float(stream.time_base)
     # How far past the last decodable frame a target may lie before the file
     # counts as truncated rather than ending on a long last frame.
-    tolerance_s = max(0.5, 3.0 / float(stream.average_rate or 25))
+    step_s = 1.0 / float(stream.average_rate or 25)
+    tolerance_s = max(0.5, 3 * step_s)
+    frames_rotation = 0.0  # the display matrix's rotation, read off the decoded frames
     frames: list[np.ndarray] = []
     times: list[float] = []
     decoded = None  # generator over (time_s, frame)
@@ -232,14 +258,31 @@ def _decode_frames(container, stream, targets_s, size, path, counter):
         pick = current or upcoming
         if pick is None:
             raise MediaError(path, "no decodable video frames (empty, truncated or corrupt file)")
-        if exhausted and target - pick[0] > tolerance_s:
+        if exhausted and target - pick[0] > tolerance_s and promised_s is not None \
+                and promised_s - pick[0] > tolerance_s:
             raise MediaError(path, f"truncated or corrupt: video data ends at {pick[0]:.2f} s, "
-                                   f"before the {target:.2f} s the stream's duration promises")
+                                   f"before the {promised_s:.2f} s the stream's duration promises")
         if converted[0] is not pick[1]:
-            converted = (pick[1], pick[1].to_ndarray(width=size[0], height=size[1], format="rgb24"))
+            frames_rotation = pick[1].rotation or 0.0
+            converted = (pick[1], _upright(pick[1].to_ndarray(width=size[0], height=size[1], format="rgb24"),
+                                           pick[1].rotation))
         frames.append(converted[1])
         times.append(pick[0])
-    return np.stack(frames), np.asarray(times, dtype=np.float64)
+        if exhausted and target - pick[0] > tolerance_s:  # held past the track's end
+            counter["video_end_s"] = pick[0] + step_s
+    return np.stack(frames), np.asarray(times, dtype=np.float64), frames_rotation
+
+
+def _quarter_turns(rotation: float | None) -> int:
+    """Counter-clockwise quarter turns of a display matrix's rotation (0 to 3)."""
+    return int(round((rotation or 0) / 90.0)) % 4
+
+
+def _upright(image: np.ndarray, rotation: float | None) -> np.ndarray:
+    """A decoded picture turned as its display matrix says it is shown (phones record portrait
+    clips as landscape pictures plus a rotation)."""
+    turns = _quarter_turns(rotation)
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
 def _decoded(container, stream, counter):
@@ -375,14 +418,18 @@ def load_clip(
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
     path = Path(path)
-    counter = {"skipped": 0, "unreadable": 0, "decoded": 0}
+    counter = {"skipped": 0, "unreadable": 0, "decoded": 0, "video_end_s": None}
     notes: list[str] = []
     with _open(path) as container:
         stream = _video_stream(container, path)
-        total_s = _duration_s(container, stream)
+        # The clip lasts as long as its longer track: a short video over a longer sound (or a single
+        # picture with a soundtrack) keeps its last frame on screen while the sound plays on.
+        audio_s = _duration_s(container, container.streams.audio[0]) if container.streams.audio else 0.0
+        total_s = max(_duration_s(container, stream), audio_s)
         if total_s <= 0:  # e.g. browser recordings, which carry no duration
             total_s = _scan_duration_s(container, stream)
             container.seek(0)
+        promised_s = _own_duration_s(stream)
         width, height = stream.codec_context.width, stream.codec_context.height
         if not width or not height:
             raise MediaError(path, "video stream has no frame size (corrupt header?)")
@@ -397,7 +444,8 @@ def load_clip(
         targets = origin_s + (np.arange(num_frames) + 0.5) * span_s / num_frames
         size = _target_size(width, height, max_side)
         try:
-            frames, times = _decode_frames(container, stream, targets, size, path, counter)
+            promised = None if promised_s is None else _stream_start_s(stream) + promised_s
+            frames, times, rotation = _decode_frames(container, stream, targets, size, path, counter, promised)
             times = times - origin_s
         except av.error.FFmpegError as exc:
             raise MediaError(path, f"video stream cannot be decoded ({exc})") from None
@@ -410,6 +458,13 @@ def load_clip(
         audio = audio[:expected] if audio.size >= expected else np.pad(audio, (0, expected - audio.size))
     if counter["skipped"]:
         notes.append(f"{counter['skipped']} corrupt packet(s) skipped")
+    if _quarter_turns(rotation) % 2:  # the size as the clip is shown
+        width, height = height, width
+    video_end_s = None
+    if counter["video_end_s"] is not None and counter["video_end_s"] - origin_s < span_s - 0.5:
+        video_end_s = max(0.0, counter["video_end_s"] - origin_s)
+        notes.append(f"the video track ends at {video_end_s:.2f} s, before the {span_s:.2f} s read; "
+                     "its last frame is held")
     return Clip(
         path=str(path),
         frames=frames,
@@ -423,6 +478,8 @@ def load_clip(
         decoded_frames=counter["decoded"],
         source_duration_s=float(total_s),
         notes=notes,
+        rotation=_quarter_turns(rotation) * 90,
+        video_end_s=video_end_s,
     )
 
 

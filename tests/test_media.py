@@ -177,3 +177,58 @@ def test_long_high_resolution_clip_stays_in_bounded_memory(tmp_path):
     # (20 frames) per sampled frame instead of all 600.
     assert result["index"] == [int((k + 0.5) * 6 * fps) for k in range(10)]
     assert result["decoded"] <= 10 * 21, result
+
+
+def portrait_phone_clip(path, seconds=2.0, fps=10):
+    """A clip as phones record portrait: landscape pictures (96x48) and a display matrix that turns
+    them 90 degrees clockwise (FFmpeg reads it as rotation -90 and shows the picture turned with
+    transpose=clock), so the coded picture's left edge is the top of the scene; a bright band there."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 96, 48, "yuv420p"
+        stream.set_display_rotation(-90)  # clockwise, as av_display_rotation_get reads a phone's matrix
+        audio = container.add_stream("aac", rate=16000)
+        audio.layout = "mono"
+        for i in range(int(seconds * fps)):
+            image = np.full((48, 96, 3), 20, np.uint8)
+            image[:, :24] = 230  # the coded picture's left quarter: the top once turned upright
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+        wave = tone(440, seconds, 16000)
+        frame = av.AudioFrame.from_ndarray(wave[None], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for packet in [*audio.encode(frame), *audio.encode(None)]:
+            container.mux(packet)
+    return path
+
+
+def test_a_rotated_phone_clip_is_decoded_upright(tmp_path):
+    clip = load_clip(portrait_phone_clip(tmp_path / "portrait.mp4"), 3)
+    assert clip.rotation == 270 and clip.source_size == (48, 96)
+    assert clip.frames.shape == (3, 96, 48, 3)  # portrait, as the phone showed it
+    top, bottom = clip.frames[:, :24].mean(), clip.frames[:, 24:].mean()
+    assert top > 200 and bottom < 40, (top, bottom)
+
+
+def test_a_video_track_shorter_than_its_sound_holds_its_last_frame(tmp_path):
+    """A WebM whose VP9 video (1.96 s) stops before its Opus sound (5.06 s): every packet decodes, so
+    it is analysed whole, the last frame held over the rest of the sound."""
+    path = write_video(tmp_path / "short-video.webm", indexed_frames(49, 64, 96), 25, tone(440, 5.06, 48000), 48000,
+                       "libvpx-vp9", "libopus", options={"deadline": "realtime", "cpu-used": "8"})
+    clip = load_clip(path, 5, duration_s=5.12)
+    assert abs(clip.source_duration_s - 5.06) < 0.05 and abs(clip.duration_s - 5.06) < 0.05
+    shown = [min(48, int((k + 0.5) * clip.duration_s / 5 * 25 + 1e-6)) for k in range(5)]
+    assert shown[1:] == [shown[1], 48, 48, 48]  # frames at 0.5 and 1.5 s, then the last one held
+    assert [frame_index(f) for f in clip.frames] == shown
+    assert abs(clip.video_end_s - 1.96) < 0.05
+    assert any("video track ends at 1.96 s" in note and "held" in note for note in clip.notes), clip.notes
+    assert clip.has_audio and np.abs(clip.audio[int(4.5 * 16000):]).max() > 0.2  # the sound to its end
+
+
+def test_one_picture_with_a_second_of_sound_is_read_for_the_whole_second(tmp_path):
+    path = write_video(tmp_path / "one-frame.mp4", indexed_frames(1, 64, 96), 25, tone(440, 1.0, 16000), 16000)
+    clip = load_clip(path, 5, duration_s=5.12)
+    assert abs(clip.duration_s - 1.0) < 0.05 and clip.frames.shape[0] == 5
+    assert clip.audio.size == int(round(clip.duration_s * 16000)) and np.abs(clip.audio[-1600:]).max() > 0.2
