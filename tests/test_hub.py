@@ -82,11 +82,13 @@ def test_bad_folders(tmp_path, model):
 def test_hub_id_offline_not_cached(tmp_path):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE"):
-        load_pretrained("emktd/no-such-student", cache_dir=tmp_path)
+        load_pretrained("hf://emktd/no-such-student", cache_dir=tmp_path)
 
 
-def test_hub_id_from_cache(tmp_path, model):
-    """A repo already in huggingface_hub's cache layout loads offline by its id."""
+def test_hub_id_from_cache(tmp_path, model, monkeypatch):
+    """A repo already in huggingface_hub's cache layout loads offline by its id (run from a folder
+    without an emktd/ folder, so that the plain id can only be a repo id)."""
+    monkeypatch.chdir(tmp_path)
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "models--emktd--student"
     save_pretrained(model, repo / "snapshots" / commit)
@@ -100,3 +102,43 @@ def test_hub_id_from_cache(tmp_path, model):
 def test_not_a_repo_id(tmp_path):
     with pytest.raises(ModelLoadError, match="no such folder"):
         load_pretrained(tmp_path / "nothing" / "here" / "at-all")
+
+
+def test_a_typo_in_a_local_path_is_a_missing_folder_not_a_hub_lookup(tmp_path, model, monkeypatch):
+    """``weights/techer`` has the form of a repo id, but ``weights/`` is a folder here: it is a local
+    path, and the message names the folder and what it holds. Only a name that cannot be a local path
+    (or one written hf://owner/name) is tried on the Hub, and the message says it was."""
+    import huggingface_hub
+
+    looked_up, real = [], huggingface_hub.snapshot_download
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: looked_up.append(repo) or 1 / 0)
+    save_pretrained(model, tmp_path / "weights" / "teacher")
+    monkeypatch.chdir(tmp_path)
+    for typo in ("weights/techer", "./weights/techer", "weights/techer/", "weights/teacher/extra"):
+        with pytest.raises(ModelLoadError) as info:
+            load_pretrained(typo)
+        assert str(info.value).startswith(f"{typo}: no such folder"), info.value
+        assert "weights/ holds teacher" in str(info.value) or "weights/teacher/ holds no folders" in str(info.value)
+    assert looked_up == []
+    with pytest.raises(ModelLoadError, match=r"no such folder \(somewhere/else does not exist either\)"):
+        load_pretrained("somewhere/else/deep")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", real)  # offline: not in the cache
+    for name in ("emktd/student", "hf://emktd/student", "hf://weights/teacher"):
+        with pytest.raises(ModelLoadError) as info:
+            load_pretrained(name, cache_dir=tmp_path / "cache")
+        message = str(info.value)
+        assert message.startswith(f"{name.removeprefix('hf://')}: tried as a Hub repo id") and "HF_HUB_OFFLINE" in message
+        assert ("no local folder of that name" in message) == (not name.startswith("hf://"))
+    with pytest.raises(ModelLoadError, match="not a Hub repo id of the form hf://owner/name"):
+        load_pretrained("hf://just-a-name")
+
+
+def test_weights_holding_nan_are_refused_naming_the_file(tmp_path, model):
+    folder = save_pretrained(model, tmp_path / "m")
+    state = load_file(folder / "model.safetensors")
+    state["mlp_head.1.bias"][0] = float("nan")
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(ModelLoadError) as info:
+        load_pretrained(folder)
+    assert str(folder / "model.safetensors") in str(info.value) and "mlp_head.1.bias" in str(info.value)
+    assert "NaN or infinite" in str(info.value)
