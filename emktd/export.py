@@ -137,24 +137,37 @@ def weights_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def onnx_file(folder: Path, model, cache: str | Path | None = None) -> Path:
-    """``folder/model.onnx`` when it was exported from these weights as this version's graph, else a
-    fresh export in the cache."""
+def _graph_digest(path: Path) -> tuple[str | None, str | None]:
+    """(weights digest, graph version) from a graph file's metadata; an unreadable file raises."""
     import onnx
 
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return meta.get(DIGEST_KEY), meta.get(GRAPH_KEY)
+
+
+def onnx_file(folder: Path, model, cache: str | Path | None = None, notes: list[str] | None = None) -> Path:
+    """``folder/model.onnx`` when it was exported from these weights as this version's graph, else a
+    fresh export in the cache.  A graph file that cannot be read (damaged, cut short) is passed over
+    like a stale one, and a line saying so goes to ``notes``."""
     digest = weights_digest(folder)
     candidates = [Path(folder) / "model.onnx"]
     cache_dir = Path(cache) if cache is not None else Path.home() / ".cache" / "emktd" / "onnx"
     candidates.append(cache_dir / f"{digest[:16]}-{GRAPH_VERSION}" / "model.onnx")
+    damaged = []
     for path in candidates:
         if path.is_file():
-            meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-            if meta.get(DIGEST_KEY) == digest and meta.get(GRAPH_KEY) == GRAPH_VERSION:
-                return path
+            try:
+                if _graph_digest(path) == (digest, GRAPH_VERSION):
+                    return path
+            except Exception as exc:  # protobuf's DecodeError, an OSError, onnx's own checks: all "unreadable"
+                damaged.append(f"{path} is not a readable ONNX graph ({type(exc).__name__}: {exc})"[:300])
     target = candidates[-1]
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"{folder}: exporting model.onnx for these weights to {target}", flush=True)
-    return export_onnx(model.float().cpu(), target, digest=digest)
+    exported = export_onnx(model.float().cpu(), target, digest=digest)
+    if damaged and notes is not None:
+        notes.append("; ".join(damaged) + f"; a fresh export of the weights ({target}) is used instead")
+    return exported
 
 
 def main(argv=None) -> None:

@@ -69,6 +69,7 @@ class Predictor:
         labels = config.labels or tuple(f"class {i}" for i in range(config.num_classes))
         self.labels = tuple(labels)
         self.timings: dict[str, float] = {}
+        self.notes: list[str] = []  # what went differently at load time (a damaged graph replaced, say)
 
     @classmethod
     def load(cls, name_or_path: str | Path, backend: str = "torch", device: str = "auto",
@@ -85,9 +86,18 @@ class Predictor:
         candidates = []
         if backend in ("torch", "auto"):
             candidates.append(cls(model, model.config, "torch", parameters, device))
+        notes: list[str] = []
         if backend in ("onnx", "auto"):
-            onnx_path = onnx_file(folder, model, onnx_cache)
-            candidates.append(cls(OnnxModel(onnx_path, model.config), model.config, "onnx", parameters, "cpu"))
+            onnx_path = onnx_file(folder, model, onnx_cache, notes)
+            try:
+                candidates.append(cls(OnnxModel(onnx_path, model.config), model.config, "onnx", parameters, "cpu"))
+            except Exception as exc:  # onnxruntime refuses the graph: torch runs the same weights
+                notes.append(f"onnxruntime cannot load {onnx_path} ({type(exc).__name__}: {exc}"[:300]
+                             + "); the model runs through torch")
+                if backend == "onnx":
+                    candidates.append(cls(model, model.config, "torch", parameters, device))
+        for candidate in candidates:
+            candidate.notes = notes
         if len(candidates) == 1:
             return candidates[0]
         timings = {c.backend: c.time_model(frames) for c in candidates}

@@ -125,3 +125,30 @@ def test_auto_backend_keeps_the_faster_runtime(student_dir, tmp_path):
     assert chosen.backend == min(chosen.timings, key=chosen.timings.get)
     with pytest.raises(ValueError, match="backend 'tensorrt'"):
         Predictor.load(student_dir, "tensorrt")
+
+
+def test_a_damaged_graph_beside_the_weights_is_exported_again_with_a_note(student_dir, tmp_path, make_clip):
+    import shutil
+
+    folder = tmp_path / "student"
+    shutil.copytree(student_dir, folder)
+    (folder / "model.onnx").write_bytes(b"\x08\x07garbage, not a protobuf" * 50)
+    predictor = Predictor.load(folder, "onnx", onnx_cache=tmp_path / "cache")
+    assert predictor.backend == "onnx" and len(predictor.notes) == 1
+    assert f"{folder / 'model.onnx'} is not a readable ONNX graph" in predictor.notes[0]
+    assert "a fresh export" in predictor.notes[0]
+    clip = load_clip(make_clip(seconds=1.0), 5)
+    np.testing.assert_allclose(predictor.predict(clip).probabilities,
+                               Predictor.load(folder, "torch").predict(clip).probabilities, atol=1e-5)
+
+
+def test_a_graph_onnxruntime_refuses_falls_back_to_torch_with_a_note(student_dir, tmp_path, monkeypatch):
+    import emktd.predict
+
+    def refuse(path, config):
+        raise RuntimeError("[ONNXRuntimeError] : 10 : INVALID_GRAPH")
+
+    monkeypatch.setattr(emktd.predict, "OnnxModel", refuse)
+    predictor = Predictor.load(student_dir, "onnx", onnx_cache=tmp_path / "cache")
+    assert predictor.backend == "torch" and "INVALID_GRAPH" in predictor.notes[0]
+    assert "runs through torch" in predictor.notes[0]
