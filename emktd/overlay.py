@@ -21,13 +21,30 @@ def crop_box(height: int, width: int) -> tuple[int, int, int]:
     return (height - side) // 2, (width - side) // 2, side
 
 
+OUTSIDE_DIM = 0.45  # brightness kept outside the centre square, which the model does not see
+SQUARE_RGB = np.array([255, 255, 255], np.uint8)  # the square's outline
+
+
 def overlay(frames: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Tint the object pixels (mask >= 0.5) of each frame, inside the centre square the model saw,
-    and draw their outline."""
+    and draw their outline; outside the square the frame is dimmed, with a line along its edge, so
+    that a viewer sees why an object there gets no mask."""
     import cv2
 
     out = frames.copy()
     top, left, side = crop_box(*frames.shape[1:3])
+    height, width = frames.shape[1:3]
+    if side < max(height, width):  # mark the square the model sees
+        inside = np.zeros((height, width), bool)
+        inside[top:top + side, left:left + side] = True
+        out[:, ~inside] = (out[:, ~inside] * OUTSIDE_DIM).astype(np.uint8)
+        line = max(1, side // 160)
+        if height > side:
+            out[:, max(0, top - line):top, left:left + side] = SQUARE_RGB
+            out[:, top + side:top + side + line, left:left + side] = SQUARE_RGB
+        else:
+            out[:, top:top + side, max(0, left - line):left] = SQUARE_RGB
+            out[:, top:top + side, left + side:left + side + line] = SQUARE_RGB
     tint = OVERLAY_RGB.astype(np.uint8)
     for frame, mask in zip(out, masks):
         m = cv2.resize(mask.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR) >= 0.5

@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 # The same settings the Makefile exports, for a bare `pytest` too; set before
@@ -33,8 +34,38 @@ def frame_index(frame: np.ndarray) -> int:
     return int(round(blue / 40)) * 150 + int(round(green / 40)) * 25 + int(round(red / 10))
 
 
+def plain(markdown: str) -> str:
+    """Markdown text with its backslash escapes undone: the characters a reader sees."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
+
+
 def tone(freq_hz: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
     return (amplitude * np.sin(2 * np.pi * freq_hz * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+
+
+def portrait_phone_clip(path, seconds=2.0, fps=10):
+    """A clip as phones record portrait: landscape pictures (96x48) and a display matrix that turns
+    them 90 degrees clockwise (FFmpeg reads it as rotation -90 and shows the picture turned with
+    transpose=clock), so the coded picture's left edge is the top of the scene; a bright band there."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 96, 48, "yuv420p"
+        stream.set_display_rotation(-90)  # clockwise, as av_display_rotation_get reads a phone's matrix
+        audio = container.add_stream("aac", rate=16000)
+        audio.layout = "mono"
+        for i in range(int(seconds * fps)):
+            image = np.full((48, 96, 3), 20, np.uint8)
+            image[:, :24] = 230  # the coded picture's left quarter: the top once turned upright
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+        wave = tone(440, seconds, 16000)
+        frame = av.AudioFrame.from_ndarray(wave[None], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for packet in [*audio.encode(frame), *audio.encode(None)]:
+            container.mux(packet)
+    return path
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """The demo's handler, called as a plain function on clips the tests make and on the example clips."""
 
+import os
+import time
 from pathlib import Path
 
 import av
@@ -8,7 +10,7 @@ import pytest
 from PIL import Image
 
 import app
-from conftest import indexed_frames, tone
+from conftest import indexed_frames, plain, tone
 from emktd.media import probe, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,8 +23,10 @@ def demo(tmp_path_factory):
 
 
 def outputs(values) -> dict:
+    """The handler's outputs by name, Markdown ones as the characters they show (:func:`plain`)."""
     assert len(values) == len(app.Demo.OUTPUTS)
-    return dict(zip(app.Demo.OUTPUTS, values))
+    return {name: plain(value) if app.OUTPUT_KINDS[name] == "markdown" else value
+            for name, value in zip(app.Demo.OUTPUTS, values)}
 
 
 def assert_analysed(out: dict, demo) -> None:
@@ -49,12 +53,17 @@ def test_models_load_once_and_have_the_bundled_sizes(demo):
 
 
 def test_a_clip_made_with_pyav(demo, make_clip):
-    out = outputs(demo.handle(str(make_clip("ok.mp4", seconds=5.0, size=(120, 160)))))
+    path = make_clip("ok.mp4", seconds=5.0, size=(120, 160))
+    out = outputs(demo.handle(str(path)))
     assert_analysed(out, demo)
     assert "Analysed 5.0 s" in out["status"] and "Note" not in out["status"]
-    if demo.monitor is not None:
-        assert set(out["monitor"]) == {"audio", "visual", "fused"}
-        assert all(0 < w <= 1 for w in out["monitor"].values())
+    assert demo.monitor is not None  # the bundled teacher carries its monitor
+    weights = demo.analyze(path).monitor
+    assert set(weights) == {"audio", "visual", "fused"} and all(0 < w <= 1 for w in weights.values())
+    # shown as one trust weight per modality's tokens, each with its bar, not as a classification
+    for modality, weight in weights.items():
+        row = next(line for line in out["monitor"].splitlines() if line.startswith(f"| {app.MODALITY_NAMES[modality]} |"))
+        assert f"| {weight:.2f} |" in row and row.count("█") == round(20 * weight)
 
 
 @pytest.mark.parametrize("example", app.examples(), ids=lambda p: Path(p).name)
@@ -169,7 +178,7 @@ def test_old_outputs_are_deleted(demo, make_clip, monkeypatch):
     clip = str(make_clip(seconds=1.0))
     first = Path(outputs(demo.handle(clip))["teacher_video"]).parent
     assert first.is_dir()
-    monkeypatch.setattr(demo, "keep_outputs_s", 0.0)
+    monkeypatch.setattr(demo.storage, "keep_s", 0.0)
     second = Path(outputs(demo.handle(clip))["teacher_video"]).parent
     assert not first.exists() and second.is_dir()
 
@@ -218,17 +227,25 @@ def test_a_damaged_monitor_turns_the_entropy_view_off_and_says_why(tmp_path, mak
     demo = app.Demo(teacher=teacher, backend="torch", out_dir=tmp_path / "out")
     assert demo.monitor is None and "monitor.safetensors" in demo.monitor_problem
     out = outputs(demo.handle(str(make_clip(seconds=1.0))))
-    assert out["status"].startswith("Analysed") and out["monitor"] is None
+    assert out["status"].startswith("Analysed") and out["monitor"] == ""
+    assert any("The entropy view is off" in n and "monitor.safetensors" in n for n in demo.notices)
     (teacher / "monitor.json").write_text("[1, 2")
     demo = app.Demo(teacher=teacher, backend="torch", out_dir=tmp_path / "out2")
     assert demo.monitor is None and "monitor.json" in demo.monitor_problem
 
 
 @pytest.mark.parametrize("argv,expected", [
-    (["--max-upload-mb", "-1"], "--max-upload-mb: expected a number above 0"),
-    (["--max-upload-mb", "lots"], "--max-upload-mb: expected a number"),
-    (["--concurrency", "0"], "--concurrency: expected a number above 0"),
-    (["--port", "70000"], "--port: expected a port from 0 to 65535"),
+    (["--max-upload-mb", "-1"], "--max-upload-mb: expected a number from 0.1 to 100000, got -1"),
+    (["--max-upload-mb", "lots"], "--max-upload-mb: expected a number from 0.1 to 100000, got 'lots'"),
+    (["--max-upload-mb", "inf"], "--max-upload-mb: expected a number from 0.1 to 100000, got inf"),
+    (["--max-upload-mb", "1e400"], "--max-upload-mb: expected a number from 0.1 to 100000, got 1e400"),
+    (["--max-upload-mb", "nan"], "--max-upload-mb: expected a number from 0.1 to 100000, got nan"),
+    (["--max-upload-mb", "1e-9"], "--max-upload-mb: expected a number from 0.1 to 100000, got 1e-9"),
+    (["--concurrency", "0"], "--concurrency: expected a whole number from 1 to 64, got 0"),
+    (["--port", "70000"], "--port: expected a whole number from 1 to 65535, got 70000"),
+    (["--port", "0"], "--port: expected a whole number from 1 to 65535, got 0"),
+    (["--keep-minutes", "0"], "--keep-minutes: expected a number from 0.1 to 10080, got 0"),
+    (["--device", "gpu"], "--device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
 ])
 def test_bad_options_stop_with_a_message(capsys, argv, expected):
     with pytest.raises(SystemExit):
@@ -236,8 +253,270 @@ def test_bad_options_stop_with_a_message(capsys, argv, expected):
     assert expected in capsys.readouterr().err
 
 
+def _checked(argv):
+    p = app.parser()
+    app.check_options(p, p.parse_args(argv))
+
+
+def test_options_the_types_cannot_check_stop_with_a_message_before_the_models_load(capsys, monkeypatch):
+    import socket
+
+    import torch
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit):
+            _checked(["--port", str(port)])
+        assert f"--port {port}: already in use on 127.0.0.1" in capsys.readouterr().err
+    for host in ("192.0.2.1", "8.8.8.8"):  # addresses no interface here has (TEST-NET-1, a public one)
+        with pytest.raises(SystemExit):
+            _checked(["--host", host, "--port", str(port)])
+        assert f"--host {host}: not an address of this machine" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _checked(["--host", "no-such-host.invalid"])
+    assert "--host no-such-host.invalid: not a known address" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _checked(["--max-upload-mb", "10", "--max-stored-mb", "5"])
+    assert "--max-stored-mb: expected at least --max-upload-mb (10), got 5" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        _checked(["--device", "cuda"])
+    assert "--device cuda: no CUDA GPU is available here" in capsys.readouterr().err
+    _checked(["--port", str(port), "--device", "cpu"])  # free again: no message
+    assert capsys.readouterr().err == ""
+
+
 def test_fractional_upload_limits_are_taken():
     args = app.parser().parse_args(["--max-upload-mb", "1.5"])
     assert args.max_upload_mb == 1.5 and args.backend == "auto"
     script = app.upload_limit_script(int(1.5 * 2**20))
     assert "const limit = 1572864" in script and "1.5 MB" in script
+
+
+# ------------------------------------------------------------------ clips that were refused or misread
+
+def test_a_portrait_phone_clip_is_analysed_upright_and_its_overlay_is_portrait(demo, tmp_path):
+    from conftest import portrait_phone_clip
+
+    out = outputs(demo.handle(str(portrait_phone_clip(tmp_path / "phone.mp4", seconds=2.0))))
+    assert_analysed(out, demo)
+    for name in ("teacher", "student"):
+        info = probe(out[f"{name}_video"])
+        assert (info.width, info.height) == (48, 96)  # as the phone showed it, not as it was coded
+
+
+def test_a_webm_whose_video_stops_before_its_sound_is_analysed_with_a_note(demo, tmp_path):
+    path = write_video(tmp_path / "short-video.webm", indexed_frames(49, 64, 96), 25, tone(440, 5.06, 48000), 48000,
+                       "libvpx-vp9", "libopus", options={"deadline": "realtime", "cpu-used": "8"})
+    out = outputs(demo.handle(str(path)))
+    assert_analysed(out, demo)
+    assert "Analysed 5.1 s" in out["status"], out["status"]
+    assert "video track ends at 1.96 s" in out["status"] and "last frame" in out["status"]
+
+
+def test_one_frame_with_a_second_of_sound_is_analysed_for_the_second(demo, tmp_path):
+    path = write_video(tmp_path / "one-frame.mp4", indexed_frames(1, 64, 96), 25, tone(440, 1.0, 16000), 16000)
+    out = outputs(demo.handle(str(path)))
+    assert_analysed(out, demo)
+    assert "Analysed 1.0 s" in out["status"], out["status"]
+    with av.open(out["student_video"]) as container:  # the overlay keeps the whole second of sound
+        audio = container.streams.audio[0]
+        assert float(audio.duration * audio.time_base) == pytest.approx(1.0, abs=0.1)
+
+
+# ------------------------------------------------------------------ what a visitor controls, escaped
+
+def test_markdown_in_a_file_name_is_shown_as_typed(demo, tmp_path):
+    path = tmp_path / "**bold** [link](evil.example) <img src=x onerror=alert(1)> $$x$$ www.evil.example.mp4"
+    path.write_text("not a video\n" * 50)
+    status = dict(zip(app.OUTPUTS, demo.handle(str(path))))["status"]  # as sent to the page, escaped
+    assert status.startswith("**Cannot use this file.** ")
+    shown = status.removeprefix("**Cannot use this file.** ")
+    assert "**" not in shown.replace("\\*", "") and "](" not in shown.replace("\\]\\(", "")
+    import markdown_it
+
+    html = markdown_it.MarkdownIt("commonmark").render(shown)
+    assert "<a" not in html and "<strong>" not in html and "<img" not in html
+    assert "www\\.evil\\.example" in shown  # GFM's autolinks need "www." as typed
+    assert "**bold** [link](evil.example) &lt;img src=x onerror=alert(1)&gt; $$x$$ www.evil.example.mp4" in html
+
+
+def test_escape_leaves_letters_and_digits_alone():
+    assert app.escape("cat 3") == "cat 3"
+    assert app.escape("a_b*c") == "a\\_b\\*c"
+    assert app.escape("two\nlines") == "two lines"
+
+
+def test_a_student_whose_weights_hold_nan_is_refused_at_load(tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from emktd.hub import ModelLoadError
+
+    student = tmp_path / "student"
+    shutil.copytree(REPO / "weights" / "student", student, ignore=shutil.ignore_patterns("model.onnx"))
+    state = load_file(student / "model.safetensors")
+    name = sorted(state)[0]
+    state[name] = state[name] * float("nan")
+    save_file(state, str(student / "model.safetensors"))
+    with pytest.raises(ModelLoadError) as info:
+        app.Demo(student=student, backend="torch", out_dir=tmp_path / "out")
+    assert str(student / "model.safetensors") in str(info.value) and "NaN or infinite" in str(info.value)
+
+
+# ------------------------------------------------------------------ what visitors leave
+
+def test_storage_bounds_bytes_and_files_and_deletes_old_files(tmp_path):
+    storage = app.Storage(tmp_path / "files", max_bytes=1000, max_files=3, keep_s=60)
+    (storage.root / "a").mkdir()
+    (storage.root / "a" / "up.mp4").write_bytes(b"x" * 600)
+    assert storage.usage() == (600, 1)
+    assert storage.admit(300) is None  # 900 of 1000
+    refusal = storage.admit(200)  # 600 held + 300 on its way + 200 > 1000
+    assert refusal and "at most 1 MB" not in refusal and "Try again" in refusal
+    storage.release(300)
+    assert storage.admit(200) is None and storage.admit(50) is None
+    assert "in 3 files" in storage.admit(10)  # 1 file held, 2 on their way: the count is full
+    storage.release(200)
+    storage.release(50)
+    old = time.time() - 120
+    (storage.root / "new").mkdir()  # made just now: its file is on its way
+    os.utime(storage.root / "a" / "up.mp4", (old, old))
+    storage.sweep()
+    assert storage.usage() == (0, 0) and sorted(p.name for p in storage.root.iterdir()) == ["a", "new"]
+    os.utime(storage.root / "a", (old, old))  # an empty folder as old as its files were
+    storage.sweep()
+    assert [p.name for p in storage.root.iterdir()] == ["new"]
+
+
+def test_each_request_leaves_its_outputs_in_the_bounded_folder(demo, make_clip):
+    before = demo.storage.usage()[1]
+    out = outputs(demo.handle(str(make_clip(seconds=1.0))))
+    assert Path(out["teacher_video"]).parent.parent == demo.out_dir / "requests"
+    assert demo.storage.usage()[1] == before + 2
+
+
+def _asgi(guard, method, path, body=b"", headers=()):
+    """One request through ``guard``: (status, body, whether the app behind it was reached)."""
+    import asyncio
+
+    reached, sent = [], []
+
+    async def inner(scope, receive, send):
+        message = await receive()
+        reached.append(message.get("body", b""))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    guard.app = inner
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "headers": list(headers)}
+    asyncio.run(guard(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]), reached
+
+
+def test_the_request_guard_refuses_addresses_and_uploads_over_the_bound(tmp_path):
+    import json
+
+    guard = app.RequestGuard(None, app.Storage(tmp_path / "files", max_bytes=1000, max_files=10, keep_s=60))
+    for path in ("/gradio_api/file=https://example.invalid/x.mp4", "/gradio_api/file=http://10.0.0.1/x",
+                 "/gradio_api/file=//example.invalid/x", "/gradio_api/proxy=https://example.invalid/x",
+                 "/gradio_api/file=HTTPS://example.invalid/x"):
+        status, body, reached = _asgi(guard, "GET", path)
+        assert status == 403 and b"does not fetch" in body and not reached, path
+    status, _, reached = _asgi(guard, "GET", "/gradio_api/file=/tmp/gradio/abc/clip.mp4")
+    assert status == 200 and reached
+    json_type = [(b"content-type", b"application/json")]
+    remote = {"data": [{"path": "https://example.invalid/clip.mp4", "meta": {"_type": "gradio.FileData"}}],
+              "fn_index": 0, "session_hash": "abc"}
+    for body in (remote, {"data": ["https://example.invalid/clip.mp4"]}):
+        status, answer, reached = _asgi(guard, "POST", "/gradio_api/queue/join", json.dumps(body).encode(), json_type)
+        assert status == 400 and b"example.invalid/clip.mp4" in answer and not reached
+    local = {"data": [{"path": "/tmp/gradio/abc/clip.mp4", "url": "http://127.0.0.1:7860/gradio_api/file=/tmp/x",
+                       "meta": {"_type": "gradio.FileData"}}], "fn_index": 0, "session_hash": "abc"}
+    status, _, reached = _asgi(guard, "POST", "/gradio_api/queue/join", json.dumps(local).encode(), json_type)
+    assert status == 200 and reached == [json.dumps(local).encode()]  # the body reaches gradio whole
+    upload = [(b"content-type", b"multipart/form-data; boundary=x")]
+    status, _, reached = _asgi(guard, "POST", "/gradio_api/upload", b"x" * 900, [*upload, (b"content-length", b"900")])
+    assert status == 200 and reached and guard.storage.incoming == {"bytes": 0, "files": 0}  # released after
+    (guard.storage.root / "held.mp4").write_bytes(b"x" * 500)
+    status, body, reached = _asgi(guard, "POST", "/gradio_api/upload", b"x" * 600, [*upload, (b"content-length", b"600")])
+    assert status == 507 and b"Try again" in body and not reached
+    status, _, reached = _asgi(guard, "POST", "/gradio_api/upload", b"x", upload)
+    assert status == 411 and not reached
+
+
+def test_gradio_cannot_fetch_a_url_once_fetches_are_closed(tmp_path, monkeypatch):
+    import safehttpx
+    from gradio import processing_utils
+
+    for module, name in ((processing_utils, "ssrf_protected_download"), (processing_utils, "unsafe_download"),
+                         (processing_utils, "save_url_to_cache"), (processing_utils, "async_ssrf_protected_get"),
+                         (processing_utils, "async_ssrf_protected_download"), (safehttpx, "get"),
+                         (safehttpx, "async_validate_url")):
+        monkeypatch.setattr(module, name, getattr(module, name))  # put back after the test
+    looked_up = []
+    monkeypatch.setattr("socket.getaddrinfo", lambda *a, **k: looked_up.append(a) or 1 / 0)
+    app.close_remote_fetches()
+    with pytest.raises(app.RemoteFetchRefused, match="does not fetch"):
+        processing_utils.ssrf_protected_download("https://example.invalid/x.mp4", str(tmp_path))
+    with pytest.raises(app.RemoteFetchRefused):
+        processing_utils.unsafe_download("https://example.invalid/x.mp4", str(tmp_path))
+    import asyncio
+
+    for call in (processing_utils.async_ssrf_protected_get("https://example.invalid/x"),
+                 safehttpx.async_validate_url("example.invalid")):
+        with pytest.raises(app.RemoteFetchRefused):
+            asyncio.run(call)
+    assert looked_up == [] and list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ the page explains itself
+
+def test_example_labels_name_the_sounding_class_and_the_kind_of_clip():
+    assert app.example_label("examples/bear-clean.mp4") == "bear · sound and picture"
+    assert app.example_label("x/electric_guitar-frog-multi-new.mp4") == \
+        "electric guitar + frog · two sounding objects · new instance"
+    assert app.example_label("camel-visual.mp4") == "camel · only the picture tells"
+
+
+def test_docs_count_and_weigh_the_examples_as_they_are():
+    import re
+
+    text = " ".join((REPO / "docs" / "demo.md").read_text().split())
+    found = re.search(r"one of the (\d+) examples from the benchmark's test split in `examples/`, (\d+) KB in all", text)
+    assert found, "docs/demo.md no longer says how many examples there are and their size"
+    assert int(found[1]) == len(app.examples())
+    assert int(found[2]) == round(sum(Path(p).stat().st_size for p in app.examples()) / 1024)
+
+
+def test_a_typo_in_a_weights_path_is_named_as_a_missing_folder(tmp_path, monkeypatch):
+    from emktd.hub import ModelLoadError
+
+    monkeypatch.chdir(REPO)
+    with pytest.raises(ModelLoadError) as info:
+        app.Demo(teacher="weights/techer", backend="torch", out_dir=tmp_path / "out")
+    assert str(info.value).startswith("weights/techer: no such folder (weights/ holds student, teacher)")
+
+
+def test_a_damaged_graph_beside_the_student_is_replaced_and_the_page_says_so(tmp_path):
+    import shutil
+
+    student = tmp_path / "student"
+    shutil.copytree(REPO / "weights" / "student", student)
+    (student / "model.onnx").write_bytes(b"\x0a\xff damaged" * 100)
+    demo = app.Demo(student=student, backend="onnx", out_dir=tmp_path / "out", onnx_cache=tmp_path / "onnx")
+    assert demo.student.backend == "onnx"
+    assert any(f"{student / 'model.onnx'} is not a readable ONNX graph" in n for n in demo.notices), demo.notices
+    ui = app.build_ui(demo)
+    shown = [block.value for block in ui.blocks.values() if getattr(block, "elem_id", None) == "notices"]
+    assert shown and "not a readable ONNX graph" in plain(shown[0])

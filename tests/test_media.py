@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import frame_index, indexed_frames, tone
+from conftest import frame_index, indexed_frames, portrait_phone_clip, tone
 from emktd.media import MediaError, load_clip, probe, write_video
 
 
@@ -177,31 +177,6 @@ def test_long_high_resolution_clip_stays_in_bounded_memory(tmp_path):
     # (20 frames) per sampled frame instead of all 600.
     assert result["index"] == [int((k + 0.5) * 6 * fps) for k in range(10)]
     assert result["decoded"] <= 10 * 21, result
-
-
-def portrait_phone_clip(path, seconds=2.0, fps=10):
-    """A clip as phones record portrait: landscape pictures (96x48) and a display matrix that turns
-    them 90 degrees clockwise (FFmpeg reads it as rotation -90 and shows the picture turned with
-    transpose=clock), so the coded picture's left edge is the top of the scene; a bright band there."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 96, 48, "yuv420p"
-        stream.set_display_rotation(-90)  # clockwise, as av_display_rotation_get reads a phone's matrix
-        audio = container.add_stream("aac", rate=16000)
-        audio.layout = "mono"
-        for i in range(int(seconds * fps)):
-            image = np.full((48, 96, 3), 20, np.uint8)
-            image[:, :24] = 230  # the coded picture's left quarter: the top once turned upright
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-        wave = tone(440, seconds, 16000)
-        frame = av.AudioFrame.from_ndarray(wave[None], format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 16000, 0
-        for packet in [*audio.encode(frame), *audio.encode(None)]:
-            container.mux(packet)
-    return path
 
 
 def test_a_rotated_phone_clip_is_decoded_upright(tmp_path):

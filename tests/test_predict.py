@@ -65,7 +65,9 @@ def test_overlay_tints_only_the_masked_part_of_the_centre_square():
     out = overlay(frames, masks)
     top, left, side = crop_box(60, 100)
     assert (top, left, side) == (0, 20, 60)
-    assert (out[0, :, :left] == 100).all() and (out[0, :, left + side:] == 100).all()  # outside the square
+    # outside the square: dimmed, and a line along its edges, the marks of what the model does not see
+    assert (out[0, :, :left - 1] == 45).all() and (out[0, :, left + side + 1:] == 45).all()
+    assert (out[0, :, left - 1] == 255).all() and (out[0, :, left + side] == 255).all()
     assert (out[0, 10:50, left + 5:left + 25] != 100).any(axis=-1).all()  # inside the mask
     assert (out[0, 10:50, left + 35:left + side - 2] == 100).all()  # the unmasked half
 

@@ -90,7 +90,7 @@ def model_card(run: Path, repo_id: str) -> str:
         "",
         "```python",
         "from emktd.hub import load_pretrained",
-        f"model = load_pretrained({repo_id!r})",
+        f"model = load_pretrained('hf://{repo_id}')  # hf:// : a Hub repo, whatever folders are local",
         "```",
         "",
         "## Results",
