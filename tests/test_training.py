@@ -168,6 +168,23 @@ def test_teacher_training(small_bench, tmp_path):
     assert "teacher" not in result and result["student_parameters"] == load_pretrained(run / "student").num_parameters()
 
 
+def test_a_teacher_with_the_imagenet_backbone_trains_and_keeps_its_batch_norm_statistics(small_bench, tmp_path):
+    from emktd.backbones import EfficientNetLite, load_imagenet_weights
+
+    run = tmp_path / "teacher-in"
+    distill.main(["--task", "teacher", "--teacher-preset", "bench-teacher-in", "--data-root", str(small_bench),
+                  "--out", str(run), "--epochs", "1", "--batch-size", "4", "--workers", "0"])
+    trained = load_pretrained(run / "student")
+    assert trained.config.visual_backbone == "efficientnet-lite0"
+    imagenet = load_imagenet_weights(EfficientNetLite(up_to_stride=16)).state_dict()
+    state = trained.visual_backbone.state_dict()
+    assert all(torch.equal(state[k], imagenet[k]) for k in imagenet if "running_" in k)  # frozen statistics
+    assert not torch.equal(state["_conv_stem.weight"], imagenet["_conv_stem.weight"])  # fine-tuned weights
+    with pytest.raises(SystemExit, match="--teacher-preset 'bench-teacher-xx': expected one of"):
+        distill.main(["--task", "teacher", "--teacher-preset", "bench-teacher-xx", "--data-root", str(small_bench),
+                      "--out", str(tmp_path / "bad"), "--epochs", "1", "--workers", "0"])
+
+
 def test_teacher_pretrained_on_the_stream_then_fine_tuned(small_bench, tmp_path):
     common = ["--task", "teacher", "--data-root", str(small_bench), "--epochs", "1", "--batch-size", "4",
               "--workers", "0", "--audio-augment", "0.5", "--image-augment", "0.5", "--modality-dropout", "0.5"]
@@ -324,6 +341,7 @@ def test_killed_run_resumes_to_the_same_weights(small_bench, teacher_dir, tmp_pa
     assert checkpoint["state"]["earlier_seconds"] > 0  # the checkpoint keeps the training time spent so far
     # As if the first sitting had trained 1000 s longer: the resumed record must carry that time over.
     earlier = checkpoint["state"]["earlier_seconds"] = checkpoint["state"]["earlier_seconds"] + 1000
+    del checkpoint["architecture"]["visual_backbone"]  # as written before the field existed: still resumes
     torch.save(checkpoint, killed / "checkpoints" / "last.pt")
     started = time.time()
     result = distill.main(["--out", str(killed), "--resume", "true"])

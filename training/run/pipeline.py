@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from emktd.bench import hardware
 from emktd.files import atomic_path
 from emktd.hub import ModelLoadError, load_pretrained, save_pretrained
-from emktd.models import PRESETS, AVTransformer, create_model
+from emktd.models import PRESETS, AVConfig, AVTransformer, create_model
 from emktd.monitor import MONITOR_CONFIG, MONITOR_WEIGHTS, EntropyMonitor, save_monitor
 from training.readers.common import FormatError
 
@@ -134,7 +134,9 @@ def with_decoder(model: AVTransformer, overrides: dict) -> AVTransformer:
 def build_models_and_data(config: cfg.RunConfig, device) -> Setup:
     distilling = config.task == "distill"
     teacher = load_teacher(config, device) if distilling else None
-    rc = (teacher if teacher is not None else create_model(config.teacher_preset)).config
+    if teacher is None and config.teacher_preset not in PRESETS:
+        raise SystemExit(f"--teacher-preset {config.teacher_preset!r}: expected one of {', '.join(PRESETS)}")
+    rc = teacher.config if teacher is not None else PRESETS[config.teacher_preset]
     try:
         run_data = data.build(config, rc.audio_frames, rc.num_mel_bins, rc.image_size)
     except FormatError as exc:
@@ -252,7 +254,8 @@ def optimiser_and_resume(config: cfg.RunConfig, setup: Setup, folder: RunFolder)
     if config.resume and folder.checkpoint_path.is_file():
         saved = torch.load(folder.checkpoint_path, map_location="cpu", weights_only=True)
         architecture = setup.student.config.to_dict()
-        if saved["architecture"] != architecture:
+        # compared as configs, so that a checkpoint written before a field existed (at its default) resumes
+        if AVConfig.from_dict(saved["architecture"]) != setup.student.config:
             raise SystemExit(f"{folder.checkpoint_path}: the checkpoint is of another architecture "
                              f"({saved['architecture']}) than this run's student ({architecture})")
         setup.trainee.load_state_dict(saved["trainee"])
