@@ -107,6 +107,11 @@ def test_teacher_recipe_stages_ablations_and_variants(tmp_path):
     for name, added in recipe.VARIANTS.items():
         args = recipe.stage_args(name, tmp_path)
         assert args[:len(fine) - 2] == fine[:-2] and args[len(fine) - 2:] == [*added, "--out", str(tmp_path / name)]
+    scratch = recipe.stage_args("no-pretraining", tmp_path)  # the fine-tuning stage without --init-from
+    for name, added in recipe.FROM_SCRATCH.items():
+        args = recipe.stage_args(name, tmp_path)
+        assert "--init-from" not in args
+        assert args == [*scratch[:-2], *added, "--out", str(tmp_path / name)]
 
 
 def test_differences_from_emktd_with_p_values_paired_by_seed_and_welch(tmp_path):

@@ -29,6 +29,13 @@ does the same for the fine-tuning stage with something added: the mask decoder's
 features (``--seg-skip-channels``) and its tokens from earlier visual blocks
 (``--seg-visual-taps``), one at a time.  The pretrained weights have neither, so what they add
 starts untrained at fine-tuning.
+
+    python -m training.experiments.teacher_recipe --backbone    # the ImageNet backbone, on val
+
+runs the fine-tuning stage's schedule and options from scratch twice, needing no pretraining
+stage: with the teacher's own preset (``scratch``) and with ``bench-teacher-in``, whose visual
+tokens come from an ImageNet-pretrained EfficientNet-Lite0 (``scratch-imagenet-backbone``), and
+records both on val.
 """
 
 from __future__ import annotations
@@ -65,6 +72,13 @@ VARIANTS: dict[str, list[str]] = {  # name: arguments added to the fine-tuning s
     "block-taps": ["--seg-visual-taps", "2"],
 }
 
+# The fine-tuning stage's schedule and options without the pretrained weights: the teacher's own
+# preset from scratch, and the preset whose visual tokens come from an ImageNet-pretrained backbone.
+FROM_SCRATCH: dict[str, list[str]] = {  # name: arguments added
+    "scratch": [],
+    "scratch-imagenet-backbone": ["--teacher-preset", "bench-teacher-in"],
+}
+
 
 def ablated(args: list[str], flag: str, value: str | None) -> list[str]:
     i = args.index(flag)
@@ -77,6 +91,8 @@ def stage_args(name: str, root: Path) -> list[str]:
         args = [*ablated(finetune, *ABLATIONS[name]), "--out", str(root / name)]
     elif name in VARIANTS:
         args = [*finetune, *VARIANTS[name], "--out", str(root / name)]
+    elif name in FROM_SCRATCH:
+        args = [*ablated(finetune, "--init-from", None), *FROM_SCRATCH[name], "--out", str(root / name)]
     else:
         args = [*(finetune if name == "finetune" else [*COMMON, *STAGES[name]]), "--out", str(root / name)]
     if (root / name / "checkpoints" / "last.pt").is_file():
@@ -101,8 +117,12 @@ def main(argv=None) -> None:
     p.add_argument("--list", action="store_true", help="print the stages and which are done")
     p.add_argument("--ablations", action="store_true", help="measure each option's effect on val (see above)")
     p.add_argument("--variants", action="store_true", help="measure candidate additions on val (see above)")
+    p.add_argument("--backbone", action="store_true",
+                   help="measure the ImageNet-pretrained visual backbone on val, both runs from scratch (see above)")
     args = p.parse_args(argv)
     root = args.root.resolve()  # the runs check and the runs write one place, whatever the working directory
+    if args.backbone:
+        return compare(root, FROM_SCRATCH, args.list, with_recipe=False)
     if args.ablations or args.variants:
         return compare(root, ABLATIONS if args.ablations else VARIANTS, args.list)
     show_plan(STAGES, root)
@@ -116,16 +136,17 @@ def main(argv=None) -> None:
                    check=True, cwd=REPO)
 
 
-def compare(root: Path, runs: dict, only_list: bool) -> None:
-    """The fine-tuning stage and each of ``runs`` (ablations or variants), recorded on val."""
+def compare(root: Path, runs: dict, only_list: bool, with_recipe: bool = True) -> None:
+    """Each of ``runs`` (ablations, variants or runs from scratch), after the fine-tuning stage where
+    ``with_recipe``, recorded on val."""
     from . import results
 
     show_plan(runs, root)
     if only_list:
         return
-    if not done("pretrain", root):
+    if with_recipe and not done("pretrain", root):
         raise SystemExit(f"{root / 'pretrain'}: run the recipe first (python -m training.experiments.teacher_recipe)")
-    for name in ("finetune", *runs):
+    for name in (*(["finetune"] if with_recipe else []), *runs):
         if not done(name, root):
             subprocess.run([sys.executable, str(DISTILL), *stage_args(name, root)], check=True, cwd=REPO)
         results.record(root / name, f"teacher-{name}-val")
