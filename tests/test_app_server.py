@@ -32,6 +32,23 @@ def free_port() -> int:
 UPLOAD_LIMIT_MB = 1.5  # small, so that the browser test can go over it with a small file
 
 
+STARTED: list[subprocess.Popen] = []  # every server a test started, in its own process group
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_server_outlives_its_tests():
+    """A test that fails before it stops its server must not leave it running (under strace, say)."""
+    yield
+    for process in STARTED:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+    STARTED.clear()
+
+
 def start_app(root: Path, *extra: str, wrapper: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     """``python app.py`` with its own temp folder, serving once it answers; (process, url)."""
     port = free_port()
@@ -40,7 +57,8 @@ def start_app(root: Path, *extra: str, wrapper: tuple[str, ...] = ()) -> tuple[s
     env.update(TMPDIR=str(root), HOME=str(root / "home"), HF_HUB_OFFLINE="1")  # the app sets the rest itself
     log = open(root / "server.log", "w")
     process = subprocess.Popen([*wrapper, sys.executable, str(REPO / "app.py"), "--port", str(port), *extra],
-                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    STARTED.append(process)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 240
     while True:
