@@ -61,6 +61,7 @@ class AVConfig:
     seg_decoder_dim: int = 0  # 0 builds no segmentation decoder (the CAV-MAE layout)
     seg_skip_channels: int = 0  # > 0: the decoder also reads the frame's pixels at 1/2 and 1/4 resolution
     seg_visual_taps: int = 0  # > 0: the decoder also reads this many visual blocks' tokens (AVConfig.tap_blocks)
+    seg_object_logits: bool = False  # the class is also read from the fused visual tokens pooled over the mask
     # "" cuts frames into patches (CAV-MAE); a name in emktd.backbones.BACKBONES takes the visual tokens
     # from that ImageNet-pretrained network's stride-16 feature map instead (1x1 projection; the hybrid layout)
     visual_backbone: str = ""
@@ -77,6 +78,8 @@ class AVConfig:
         if not 0 <= self.seg_visual_taps <= self.depth_visual:
             problems.append(f"seg_visual_taps {self.seg_visual_taps} is not between 0 and depth_visual "
                             f"{self.depth_visual}")
+        if self.seg_object_logits and not self.seg_decoder_dim:
+            problems.append("seg_object_logits pools over the predicted mask: it needs seg_decoder_dim > 0")
         if self.visual_backbone:
             from .backbones import BACKBONES, TOKEN_STRIDE
 
@@ -245,16 +248,35 @@ class PixelSkips(nn.Module):
     convolutions (with GELU), ``channels`` wide.  They give the mask decoder the object's outline,
     which the 16x16 token grid cannot carry."""
 
+    strides = (4, 2)
+
     def __init__(self, channels: int):
         super().__init__()
         self.down2 = nn.Sequential(nn.Conv2d(3, channels, kernel_size=3, stride=2, padding=1), nn.GELU())
         self.down4 = nn.Sequential(nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1), nn.GELU())
 
-    def forward(self, frames: torch.Tensor) -> dict[int, torch.Tensor]:
+    def forward(self, frames: torch.Tensor, maps=None) -> dict[int, torch.Tensor]:
         """frames ``[B, 3, S, S]`` -> ``{S / 2: [B, c, S/2, S/2], S / 4: [B, c, S/4, S/4]}`` keyed by side."""
         half = self.down2(frames)
         quarter = self.down4(half)
         return {half.shape[-1]: half, quarter.shape[-1]: quarter}
+
+
+class BackboneSkips(nn.Module):
+    """The lateral connections of a feature pyramid: a pretrained backbone's maps at strides 8, 4
+    and 2 (below the token grid's 16), each through a 1x1 projection to ``channels``, for the mask
+    decoder to read where its upsampling reaches their size (as AVSBench's decoders read their
+    backbone's stages)."""
+
+    def __init__(self, backbone_channels: dict[int, int], channels: int, below: int):
+        super().__init__()
+        self.strides = tuple(s for s in sorted(backbone_channels, reverse=True) if s < below)
+        self.lateral = nn.ModuleDict({str(s): nn.Sequential(nn.Conv2d(backbone_channels[s], channels, kernel_size=1),
+                                                            nn.GELU()) for s in self.strides})
+
+    def forward(self, frames: torch.Tensor, maps: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """The backbone's ``maps`` ({stride: [B, C, S/stride, S/stride]}) -> ``{side: [B, c, side, side]}``."""
+        return {maps[s].shape[-1]: self.lateral[str(s)](maps[s]) for s in self.strides}
 
 
 class MaskDecoder(nn.Module):
@@ -268,29 +290,44 @@ class MaskDecoder(nn.Module):
     the first one's.
     """
 
-    def __init__(self, embed_dim: int, dim: int, patch_size: int, skip_channels: int = 0, taps: int = 0):
+    def __init__(self, embed_dim: int, dim: int, patch_size: int, skip_channels: int = 0, taps: int = 0,
+                 backbone_channels: dict[int, int] | None = None, object_classes: int = 0):
         super().__init__()
         assert patch_size & (patch_size - 1) == 0, "the mask decoder upsamples by powers of two"
         self.proj = nn.Conv2d(embed_dim, dim, kernel_size=1)
         self.tap_proj = nn.ModuleList(nn.Conv2d(embed_dim, dim, kernel_size=1) for _ in range(taps))
+        self.skips = None
+        if skip_channels:  # from the backbone's maps where there is one, else from the frame's pixels
+            self.skips = (BackboneSkips(backbone_channels, skip_channels, patch_size) if backbone_channels
+                          else PixelSkips(skip_channels))
         stages, channels = [], dim
         steps = int(math.log2(patch_size))
         for k in range(steps):
             out = max(8, channels // 2)
-            # the stage's output is at 1 / 2^(steps - k - 1) of the frame: 1/4 and 1/2 get the skips
-            extra = skip_channels if skip_channels and steps - k - 1 in (1, 2) else 0
+            # the stage's output is at 1 / 2^(steps - k - 1) of the frame: the skips' strides get them
+            extra = skip_channels if self.skips is not None and 2 ** (steps - k - 1) in self.skips.strides else 0
             stages.append(nn.Sequential(nn.Conv2d(channels + extra, out, kernel_size=3, padding=1), nn.GELU()))
             channels = out
         self.stages = nn.ModuleList(stages)
         self.head = nn.Conv2d(channels, 1, kernel_size=1)
-        self.skips = PixelSkips(skip_channels) if skip_channels else None
+        self.object_head = None
+        if object_classes:  # class logits from the tokens under the mask; starts at zero, adding nothing
+            self.object_head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, object_classes))
+
+    def object_logits(self, grid: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+        """Class logits ``[B, classes]`` of the token ``grid`` ``[B, C, h, w]`` averaged with the
+        predicted mask's probabilities (pooled to the grid) as weights."""
+        weights = F.adaptive_avg_pool2d(torch.sigmoid(mask_logits), grid.shape[-2:])
+        pooled = (grid * weights).sum(dim=(2, 3)) / weights.sum(dim=(2, 3)).clamp_min(1e-6)
+        return self.object_head(pooled)
 
     def forward(self, grid: torch.Tensor, frames: torch.Tensor | None = None,
-                taps: Sequence[torch.Tensor] = ()) -> torch.Tensor:
-        """grid and each of ``taps``: ``[B, C, h, w]``; frames ``[B, 3, S, S]`` (read with skips)."""
+                taps: Sequence[torch.Tensor] = (), maps: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """grid and each of ``taps``: ``[B, C, h, w]``; frames ``[B, 3, S, S]`` and a backbone's
+        ``maps`` (read with skips)."""
         if len(taps) != len(self.tap_proj):
             raise ValueError(f"the mask decoder reads {len(self.tap_proj)} tapped grids, got {len(taps)}")
-        skips = self.skips(frames) if self.skips is not None else {}
+        skips = self.skips(frames, maps) if self.skips is not None else {}
         x = self.proj(grid)
         for proj, tapped in zip(self.tap_proj, taps):
             x = x + proj(tapped)
@@ -349,9 +386,13 @@ class AVTransformer(nn.Module):
         self.blocks_a, self.blocks_v, self.blocks_u = blocks(c.depth_audio), blocks(c.depth_visual), blocks(c.depth_fused)
         self.norm_a, self.norm_v, self.norm = (nn.LayerNorm(dim, eps=c.norm_eps) for _ in range(3))
         self.mlp_head = nn.Sequential(nn.LayerNorm(dim, eps=c.norm_eps), nn.Linear(dim, c.num_classes))
-        self.mask_decoder = MaskDecoder(dim, c.seg_decoder_dim, c.patch_size, c.seg_skip_channels,
-                                        c.seg_visual_taps) if c.seg_decoder_dim else None
+        self.mask_decoder = MaskDecoder(
+            dim, c.seg_decoder_dim, c.patch_size, c.seg_skip_channels, c.seg_visual_taps,
+            self.visual_backbone.channels if self.visual_backbone is not None else None,
+            c.num_classes if c.seg_object_logits else 0) if c.seg_decoder_dim else None
         self._init_weights()
+        if self.mask_decoder is not None and self.mask_decoder.object_head is not None:
+            nn.init.zeros_(self.mask_decoder.object_head[1].weight)
 
     def _init_weights(self):
         nn.init.normal_(self.modality_a, std=0.02)
@@ -397,16 +438,22 @@ class AVTransformer(nn.Module):
         x = self.patch_embed_a(fbank.unsqueeze(1).transpose(2, 3))
         return x + self.pos_embed_a + self.modality_a
 
-    def embed_visual(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames ``[B, 3, S, S]`` -> tokens ``[B, (S/p)^2, C]``."""
+    def backbone_maps(self, frames: torch.Tensor) -> dict[int, torch.Tensor] | None:
+        """The visual backbone's feature maps of frames ``[B, 3, S, S]`` by stride (None without one)."""
+        if self.visual_backbone is None:
+            return None
+        return self.visual_backbone.features(self.visual_backbone.from_imagenet_normalized(frames))
+
+    def embed_visual(self, frames: torch.Tensor, maps: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """frames ``[B, 3, S, S]`` -> tokens ``[B, (S/p)^2, C]`` (from ``maps``, the backbone's, when given)."""
         size = self.config.image_size
         if frames.ndim != 4 or tuple(frames.shape[1:]) != (3, size, size):
             raise ValueError(f"frames must be [B, 3, {size}, {size}], got {tuple(frames.shape)}")
         if self.visual_backbone is not None:
             from .backbones import TOKEN_STRIDE
 
-            grid = self.visual_backbone.features(self.visual_backbone.from_imagenet_normalized(frames))[TOKEN_STRIDE]
-            tokens = self.backbone_proj(grid).flatten(2).transpose(1, 2)
+            maps = maps if maps is not None else self.backbone_maps(frames)
+            tokens = self.backbone_proj(maps[TOKEN_STRIDE]).flatten(2).transpose(1, 2)
         else:
             tokens = self.patch_embed_v(frames)
         return tokens + self.pos_embed_v + self.modality_v
@@ -432,9 +479,10 @@ class AVTransformer(nn.Module):
                 a = blk(a)
             if per_clip != 1:
                 a = a[:, None].expand(-1, per_clip, -1, -1).flatten(0, 1)
-        tapped = []
+        tapped, maps = [], None
         if frames is not None:
-            v = self.embed_visual(frames)
+            maps = self.backbone_maps(frames)
+            v = self.embed_visual(frames, maps)
             taps = set(self.config.tap_blocks) if self.mask_decoder is not None else set()
             for depth, blk in enumerate(self.blocks_v, start=1):
                 v = blk(v)
@@ -458,7 +506,9 @@ class AVTransformer(nn.Module):
             def grid(tokens):
                 return tokens[:, tokens.shape[1] - gh * gw:].transpose(1, 2).reshape(tokens.shape[0], -1, gh, gw)
 
-            masks = self.mask_decoder(grid(x), frames, [grid(t) for t in tapped])
+            masks = self.mask_decoder(grid(x), frames, [grid(t) for t in tapped], maps)
+            if self.mask_decoder.object_head is not None:
+                logits = logits + self.mask_decoder.object_logits(grid(x), masks)
         return AVOutput(logits, a, v, x, masks)
 
 

@@ -92,3 +92,40 @@ def test_the_hybrid_teacher_reads_the_pretrained_backbone(tmp_path):
         torch.testing.assert_close(load_pretrained(folder)(audio, frames).logits, out.logits, rtol=0, atol=0)
     result = check(teacher, export_onnx(teacher, tmp_path / "teacher.onnx"), batch=2)
     assert result["logits_max_abs_diff"] < 1e-3 and result["mask_agreement"] >= 0.999
+
+
+def test_the_decoder_reads_the_backbone_pyramid_and_the_class_is_also_read_under_the_mask(tmp_path):
+    """seg_skip_channels on a backbone model: lateral 1x1 projections of its maps at strides 8, 4
+    and 2 join the decoder's upsampling; seg_object_logits adds class logits from the fused visual
+    tokens pooled over the predicted mask, a head that starts at zero."""
+    from emktd.export import check, export_onnx
+
+    torch.manual_seed(0)
+    plain = create_model("bench-teacher-in", num_classes=5).eval()
+    pyramid = create_model("bench-teacher-in", num_classes=5, seg_skip_channels=8, seg_object_logits=True).eval()
+    skips = pyramid.mask_decoder.skips
+    assert skips.strides == (8, 4, 2) and type(skips).__name__ == "BackboneSkips"
+    assert [m[0].in_channels for m in skips.lateral.values()] == [40, 24, 16]
+    shared = {k: v for k, v in plain.state_dict().items() if k in pyramid.state_dict()
+              and pyramid.state_dict()[k].shape == v.shape}
+    pyramid.load_state_dict(shared, strict=False)
+    audio, frames = torch.randn(2, 512, 128), torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        a, b = plain(audio, frames), pyramid(audio, frames)
+        torch.testing.assert_close(b.logits, a.logits)  # the object head starts adding nothing
+        assert b.mask_logits.shape == a.mask_logits.shape and not torch.allclose(b.mask_logits, a.mask_logits)
+        torch.nn.init.normal_(pyramid.mask_decoder.object_head[1].weight)
+        moved = pyramid(audio, frames)
+        assert not torch.allclose(moved.logits, a.logits)
+        # the object logits follow the mask: the same tokens under another mask give other logits
+        grid = torch.randn(2, 256, 8, 8)
+        left, right = torch.full((2, 1, 128, 128), -20.0), torch.full((2, 1, 128, 128), -20.0)
+        left[..., :64], right[..., 64:] = 20.0, 20.0
+        head = pyramid.mask_decoder
+        assert not torch.allclose(head.object_logits(grid, left), head.object_logits(grid, right))
+        torch.testing.assert_close(head.object_logits(grid, left), head.object_head(grid[..., :4].mean(dim=(2, 3))),
+                                   atol=1e-4, rtol=1e-4)
+    result = check(pyramid, export_onnx(pyramid, tmp_path / "pyramid.onnx"), batch=2)
+    assert result["logits_max_abs_diff"] < 1e-3 and result["mask_agreement"] >= 0.999
+    with pytest.raises(ValueError, match="seg_object_logits pools over the predicted mask"):
+        create_model("bench-teacher-in", seg_decoder_dim=0, seg_object_logits=True)

@@ -173,9 +173,11 @@ def test_a_teacher_with_the_imagenet_backbone_trains_and_keeps_its_batch_norm_st
 
     run = tmp_path / "teacher-in"
     distill.main(["--task", "teacher", "--teacher-preset", "bench-teacher-in", "--data-root", str(small_bench),
-                  "--out", str(run), "--epochs", "1", "--batch-size", "4", "--workers", "0"])
+                  "--out", str(run), "--epochs", "1", "--batch-size", "4", "--workers", "0",
+                  "--seg-skip-channels", "8", "--seg-object-logits", "true"])
     trained = load_pretrained(run / "student")
     assert trained.config.visual_backbone == "efficientnet-lite0"
+    assert trained.config.seg_object_logits and trained.mask_decoder.skips.strides == (8, 4, 2)
     imagenet = load_imagenet_weights(EfficientNetLite(up_to_stride=16)).state_dict()
     state = trained.visual_backbone.state_dict()
     assert all(torch.equal(state[k], imagenet[k]) for k in imagenet if "running_" in k)  # frozen statistics

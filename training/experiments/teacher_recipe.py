@@ -32,10 +32,12 @@ starts untrained at fine-tuning.
 
     python -m training.experiments.teacher_recipe --backbone    # the ImageNet backbone, on val
 
-runs the fine-tuning stage's schedule and options from scratch twice, needing no pretraining
-stage: with the teacher's own preset (``scratch``) and with ``bench-teacher-in``, whose visual
-tokens come from an ImageNet-pretrained EfficientNet-Lite0 (``scratch-imagenet-backbone``), and
-records both on val.
+runs the fine-tuning stage's schedule and options from scratch, needing no pretraining stage:
+with the teacher's own preset (``scratch``), with ``bench-teacher-in``, whose visual tokens come
+from an ImageNet-pretrained EfficientNet-Lite0 (``scratch-imagenet-backbone``), and with that
+preset's two candidate additions one at a time (its mask decoder reading the backbone's maps at
+strides 8, 4 and 2; the class also read from the tokens under the predicted mask), and records
+each on val.
 """
 
 from __future__ import annotations
@@ -74,9 +76,14 @@ VARIANTS: dict[str, list[str]] = {  # name: arguments added to the fine-tuning s
 
 # The fine-tuning stage's schedule and options without the pretrained weights: the teacher's own
 # preset from scratch, and the preset whose visual tokens come from an ImageNet-pretrained backbone.
+IMAGENET = ["--teacher-preset", "bench-teacher-in"]
 FROM_SCRATCH: dict[str, list[str]] = {  # name: arguments added
     "scratch": [],
-    "scratch-imagenet-backbone": ["--teacher-preset", "bench-teacher-in"],
+    "scratch-imagenet-backbone": IMAGENET,
+    # the mask decoder also reads the backbone's maps at strides 8, 4 and 2 (a feature pyramid)
+    "scratch-imagenet-backbone-pyramid": [*IMAGENET, "--seg-skip-channels", "16"],
+    # the class is also read from the tokens under the predicted mask
+    "scratch-imagenet-backbone-object-logits": [*IMAGENET, "--seg-object-logits", "true"],
 }
 
 

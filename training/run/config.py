@@ -59,11 +59,14 @@ class RunConfig:
     student_image_size: int | None = _f(None, "student input resolution (default: the preset's); the teacher's "
                                         "token grid is pooled to it", minimum=16)
     seg_decoder_dim: int | None = _f(None, "mask decoder width (default: the preset's; 0: no decoder)", minimum=0)
-    seg_skip_channels: int | None = _f(None, "width of the mask decoder's shallow features of the frame's pixels at "
-                                       "1/2 and 1/4 resolution (default: the preset's; 0: none)", minimum=0)
+    seg_skip_channels: int | None = _f(None, "width of the mask decoder's shallow features: of the frame's pixels at "
+                                       "1/2 and 1/4 resolution, or of a visual backbone's maps at strides 8, 4 and 2 "
+                                       "(default: the preset's; 0: none)", minimum=0)
     seg_visual_taps: int | None = _f(None, "how many visual blocks' tokens the mask decoder reads besides the fused "
                                      "ones, evenly spaced, the visual stack's output last (default: the preset's; "
                                      "0: none)", minimum=0)
+    seg_object_logits: bool | None = _f(None, "also read the class from the fused visual tokens pooled over the "
+                                        "predicted mask (default: the preset's)")
     # method
     method: str = _f("emktd+kd", "the distillation method (see training/run/methods.py)")
     kernel: str = _f("rbf", "KTD kernel", choices=KERNELS)
@@ -149,8 +152,8 @@ class RunConfig:
 
     def decoder_overrides(self) -> dict:
         """The mask decoder's settings this config sets (the rest stay the model preset's)."""
-        return {name: getattr(self, name) for name in ("seg_decoder_dim", "seg_skip_channels", "seg_visual_taps")
-                if getattr(self, name) is not None}
+        return {name: getattr(self, name) for name in ("seg_decoder_dim", "seg_skip_channels", "seg_visual_taps",
+                                                       "seg_object_logits") if getattr(self, name) is not None}
 
     def path(self, value: str) -> Path:
         """A path of this config: a relative one names what exists under the working directory, else
