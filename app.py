@@ -106,18 +106,22 @@ class Storage:
                     pass
 
     def sweep(self) -> None:
-        """Delete the files older than ``keep_s`` (by their last write), and the empty folders as old
-        (a folder made just now is about to receive its file: an upload's, a request's outputs)."""
+        """Delete the files older than ``keep_s`` (by their last write), then the folders this left
+        empty and any empty folder as old (one made just now is about to receive its file: an
+        upload's, a request's outputs)."""
         cutoff = time.time() - self.keep_s
         with self.lock:
+            emptied = set()
             for path, stat in list(self._files()):
                 if stat.st_mtime < cutoff:
                     path.unlink(missing_ok=True)
+                    emptied.add(path.parent)
             for folder, _, _ in sorted(os.walk(self.root), key=lambda entry: -len(entry[0])):
                 folder = Path(folder)
                 try:
-                    if folder != self.root and folder.stat().st_mtime < cutoff:
+                    if folder != self.root and (folder in emptied or folder.stat().st_mtime < cutoff):
                         folder.rmdir()  # only when empty
+                        emptied.add(folder.parent)
                 except OSError:
                     pass
 
@@ -372,7 +376,8 @@ class Demo:
         notes = self._notes(clip)
         self.storage.sweep()
         request = self.out_dir / "requests" / uuid.uuid4().hex[:12]
-        request.mkdir(parents=True)
+        with self.storage.lock:  # not while a sweep removes the empty "requests" folder
+            request.mkdir(parents=True)
         columns = []
         for name, predictor in (("teacher", self.teacher), ("student", self.student)):
             prediction, video = predict_with_overlay(predictor, clip, self.window, request / f"{name}.mp4")
