@@ -25,7 +25,7 @@ def test_records_and_table(tmp_path):
     results.record(fake_run(tmp_path / "t", 0, 0.80, 0.70, task="teacher"), "teacher", out)
     text = results.table(out)
     lines = text.splitlines()
-    assert lines[2].startswith("| teacher | from scratch, lr 0.0005, 8 ep | 1 |")
+    assert lines[2].startswith("| teacher (bench-teacher) | from scratch, lr 0.0005, 8 ep | 1 |")  # the preset it built
     # Two seeds of one setting: mean 65.0, sample standard deviation 7.1 (top-1); 45.0 ± 7.1 (S4 mIoU).
     emktd = next(line for line in lines if "emktd+kd" in line)
     assert "| 2 | 347,970 | 65.0 ± 7.1 | 50.0 ± 0.0 | 45.0 ± 7.1 | - |" in emktd

@@ -33,7 +33,7 @@ from training.run.methods import METHODS
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 SETTING = ("task", "method", "kernel", "gamma", "lam", "beta", "student", "student_image_size", "epochs", "dataset",
            "eval_split", "lr", "train_source", "init_from", "audio_augment", "image_augment", "modality_dropout",
-           "seg_skip_channels", "seg_visual_taps", "monitor", "monitor_folds")
+           "seg_skip_channels", "seg_visual_taps", "seg_object_logits", "monitor", "monitor_folds", "teacher_preset")
 CLASSIFICATION_COLUMNS = [("top-1", ("top1",), 100), ("mAP", ("mAP",), 100)]
 
 
@@ -263,7 +263,10 @@ def _labels(c: dict) -> tuple[str, str]:
                else "fine-tuned" if c.get("init_from") else "from scratch")
         options = [f"{name} {c[key]:g}" for key, name in (("audio_augment", "audio aug"), ("image_augment", "image aug"),
                    ("modality_dropout", "modality dropout")) if c.get(key)]
-        return "teacher", ", ".join([how, *options, *_decoder(c), f"lr {c['lr']:g}", f"{c['epochs']} ep"])
+        preset = c.get("teacher_preset")  # named where the run built it (records before the field: unnamed)
+        model = f"teacher ({preset})" if preset and not c.get("init_from") and c.get("train_source") != "stream" \
+            else "teacher"
+        return model, ", ".join([how, *options, *_decoder(c), f"lr {c['lr']:g}", f"{c['epochs']} ep"])
     label = c["student"] + (f" @{c['student_image_size']}px" if c.get("student_image_size") else "")
     kernel = {"rbf": f"rbf, γ={c.get('gamma')}", "poly": f"poly, d={c.get('degree')}, c={c.get('coef0')}",
               "linear": "linear"}.get(c.get("kernel"), c.get("kernel"))
@@ -278,22 +281,29 @@ def _labels(c: dict) -> tuple[str, str]:
 
 def _decoder(c: dict) -> list[str]:
     """A run's mask-decoder options that differ from its preset's, as row-label parts."""
-    return [f"{name} {c[key]}" for key, name in (("seg_skip_channels", "pixel skips"),
-                                                 ("seg_visual_taps", "block taps")) if c.get(key)]
+    from emktd.models import PRESETS
+
+    preset = PRESETS.get(c.get("teacher_preset") if c["task"] == "teacher" else c.get("student"))
+    skips = "backbone pyramid" if preset is not None and preset.visual_backbone else "pixel skips"
+    parts = [f"{name} {c[key]}" for key, name in (("seg_skip_channels", skips), ("seg_visual_taps", "block taps"))
+             if c.get(key)]
+    return parts + (["object logits"] if c.get("seg_object_logits") else [])
 
 
 MODE_NAMES = {"clean": "both tell", "audio": "only the audio", "visual": "only the picture",
               "multi": "two sources"}
 
 
-def modes_table(results_dir: Path = RESULTS, split: str = "test") -> str:
-    """Top-1 by informativeness mode, for each group of clips (seen and new instances) apart."""
-    entries = [e for e in _entries(results_dir, split) if e["student"].get("top1_by_mode")]
+def modes_table(results_dir: Path = RESULTS, split: str = "test", task: str | None = None) -> str:
+    """Top-1 by informativeness mode, for each group of clips (seen and new instances) apart
+    (the runs of one ``task`` only, when given)."""
+    entries = [e for e in _entries(results_dir, split) if e["student"].get("top1_by_mode")
+               and (task is None or e["config"]["task"] == task)]
     if not entries:
         return "no run records with top-1 by informativeness mode"
     groups = _groups(sorted({e["config"]["dataset"] for e in entries})) or ["all"]
-    lines = ["| model | method | seeds | instances | " + " | ".join(MODE_NAMES.values()) + " |",
-             "|---|---|---:|---|" + "---:|" * len(MODE_NAMES)]
+    lines = ["| model | method | seeds | parameters | instances | " + " | ".join(MODE_NAMES.values()) + " |",
+             "|---|---|---:|---:|---|" + "---:|" * len(MODE_NAMES)]
     for _, runs in _grouped(entries):
         label, method = _labels(runs[0]["config"])
         seeds = len({r["config"]["seed"] for r in runs})
@@ -302,7 +312,8 @@ def modes_table(results_dir: Path = RESULTS, split: str = "test") -> str:
             values = [[_get(r["student"], keys + (mode,)) for r in runs] for mode in MODE_NAMES]
             if all(v is None for vs in values for v in vs):
                 continue
-            lines.append(f"| {label} | {method} | {seeds} | {group} | " + " | ".join(_cell(v, 100) for v in values) + " |")
+            lines.append(f"| {label} | {method} | {seeds} | {runs[0].get('student_parameters') or 0:,} | {group} | "
+                         + " | ".join(_cell(v, 100) for v in values) + " |")
     return "\n".join(lines)
 
 
@@ -311,6 +322,12 @@ def sweep_table(results_dir: Path = RESULTS) -> str:
     if not _entries(results_dir, "val"):
         return "no runs evaluated on val"
     return table(results_dir, split="val")
+
+
+def teacher_modes_table(results_dir: Path = RESULTS) -> str:
+    """Top-1 by informativeness mode of the teacher runs on val (where only the picture tells the
+    class, a teacher's prior knowledge of pictures shows)."""
+    return modes_table(results_dir, "val", task="teacher")
 
 
 MONITOR_MODES = {"audio": "only the audio", "visual": "only the picture", "clean": "both",
@@ -718,7 +735,8 @@ def compute_summary(results_dir: Path = RESULTS) -> str:
 
 TABLES = {  # name (for ``table --only``) -> the function that prints it, in the order ``table`` prints them
     "comparison": table, "differences": significance_table, "intervals": clip_table, "standing": standing_table,
-    "modes": modes_table, "sweeps": sweep_table, "monitor": monitor_table, "probes": probes_table,
+    "modes": modes_table, "sweeps": sweep_table, "teachermodes": teacher_modes_table, "monitor": monitor_table,
+    "probes": probes_table,
     "compute": compute_summary}
 
 
