@@ -105,17 +105,20 @@ class Storage:
                 except FileNotFoundError:
                     pass
 
-    def sweep(self) -> None:
+    def sweep(self) -> tuple[int, int]:
         """Delete the files older than ``keep_s`` (by their last write), then the folders this left
         empty and any empty folder as old (one made just now is about to receive its file: an
-        upload's, a request's outputs)."""
+        upload's, a request's outputs).  Returns (bytes, files) of what is left."""
         cutoff = time.time() - self.keep_s
+        held = files = 0
         with self.lock:
             emptied = set()
             for path, stat in list(self._files()):
                 if stat.st_mtime < cutoff:
                     path.unlink(missing_ok=True)
                     emptied.add(path.parent)
+                else:
+                    held, files = held + stat.st_size, files + 1
             for folder, _, _ in sorted(os.walk(self.root), key=lambda entry: -len(entry[0])):
                 folder = Path(folder)
                 try:
@@ -124,6 +127,7 @@ class Storage:
                         emptied.add(folder.parent)
                 except OSError:
                     pass
+        return held, files
 
     def usage(self) -> tuple[int, int]:
         """(bytes, files) held now."""
@@ -133,9 +137,8 @@ class Storage:
     def admit(self, size: int) -> str | None:
         """Reserve room for an upload of ``size`` bytes, or say why there is none (None: admitted;
         :meth:`release` it once the upload has been written or has failed)."""
-        self.sweep()
+        held, files = self.sweep()
         with self.lock:
-            held, files = self.usage()
             held, files = held + self.incoming["bytes"], files + self.incoming["files"]
             if held + size > self.max_bytes or files + 1 > self.max_files:
                 return (f"The server holds as many uploads as it keeps ({held / 2**20:.0f} MB in {files} files; at "
@@ -583,7 +586,8 @@ def build_ui(demo: Demo, concurrency: int = 2):
     labels = demo.teacher.labels
     # The examples are served from examples/ as they are: gradio copies no file of the app's own
     # into the folder of visitors' files, whose sweep would delete it.
-    gr.set_static_paths(examples())
+    clips = examples()
+    gr.set_static_paths(clips)
     with gr.Blocks(title="emktd demo") as ui:
         gr.Markdown(INTRO.format(frames=NUM_FRAMES, window=demo.window), elem_id="intro")
         gr.Markdown(ABOUT.format(count=len(labels)), elem_id="about")
@@ -595,9 +599,9 @@ def build_ui(demo: Demo, concurrency: int = 2):
             with gr.Column(scale=1):
                 clip = gr.Video(label="clip", sources=["upload"], elem_id="clip", height=300)
                 run = gr.Button("Analyse", variant="primary", elem_id="run")
-                if examples():
-                    gr.Examples(examples(), inputs=clip, label="examples from the benchmark's test split",
-                                example_labels=[example_label(p) for p in examples()], elem_id="examples")
+                if clips:
+                    gr.Examples(clips, inputs=clip, label="examples from the benchmark's test split",
+                                example_labels=[example_label(p) for p in clips], elem_id="examples")
             with gr.Column(scale=1):
                 shown["status"] = gr.Markdown(elem_id="status", **literal)
                 shown["agreement"] = gr.Markdown(elem_id="agreement", **literal)
@@ -675,6 +679,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+HOST_ADVICE = "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+
+
 def address_problem(host: str, port: int) -> str | None:
     """Why the server could not listen on ``host:port``, in the options' terms; None when it can."""
     import errno
@@ -682,8 +689,7 @@ def address_problem(host: str, port: int) -> str | None:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
-        return (f"--host {host}: not a known address ({exc.strerror}); use 127.0.0.1 (this machine only) or "
-                "0.0.0.0 (every interface)")
+        return f"--host {host}: not a known address ({exc.strerror}); {HOST_ADVICE}"
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds
         try:
@@ -692,8 +698,7 @@ def address_problem(host: str, port: int) -> str | None:
             if exc.errno == errno.EADDRINUSE:
                 return f"--port {port}: already in use on {host} (another server?); pick a free port, e.g. --port {port + 1}"
             if exc.errno == errno.EADDRNOTAVAIL:
-                return (f"--host {host}: not an address of this machine; use 127.0.0.1 (this machine only) or "
-                        "0.0.0.0 (every interface)")
+                return f"--host {host}: not an address of this machine; {HOST_ADVICE}"
             if exc.errno == errno.EACCES:
                 return f"--port {port}: this user may not serve on it (ports below 1024 need root); pick one from 1024 up"
             return f"--host {host} --port {port}: cannot serve there ({exc.strerror})"

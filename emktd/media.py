@@ -265,7 +265,7 @@ def _decode_frames(container, stream, targets_s, size, path, counter, promised_s
         if converted[0] is not pick[1]:
             frames_rotation = pick[1].rotation or 0.0
             converted = (pick[1], _upright(pick[1].to_ndarray(width=size[0], height=size[1], format="rgb24"),
-                                           pick[1].rotation))
+                                           frames_rotation))
         frames.append(converted[1])
         times.append(pick[0])
         if exhausted and target - pick[0] > tolerance_s:  # held past the track's end

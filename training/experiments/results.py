@@ -264,8 +264,7 @@ def _labels(c: dict) -> tuple[str, str]:
         options = [f"{name} {c[key]:g}" for key, name in (("audio_augment", "audio aug"), ("image_augment", "image aug"),
                    ("modality_dropout", "modality dropout")) if c.get(key)]
         preset = c.get("teacher_preset")  # named where the run built it (records before the field: unnamed)
-        model = f"teacher ({preset})" if preset and not c.get("init_from") and c.get("train_source") != "stream" \
-            else "teacher"
+        model = f"teacher ({preset})" if preset and not c.get("init_from") else "teacher"
         return model, ", ".join([how, *options, *_decoder(c), f"lr {c['lr']:g}", f"{c['epochs']} ep"])
     label = c["student"] + (f" @{c['student_image_size']}px" if c.get("student_image_size") else "")
     kernel = {"rbf": f"rbf, γ={c.get('gamma')}", "poly": f"poly, d={c.get('degree')}, c={c.get('coef0')}",
