@@ -65,6 +65,11 @@ class AVConfig:
     # "" cuts frames into patches (CAV-MAE); a name in emktd.backbones.BACKBONES takes the visual tokens
     # from that ImageNet-pretrained network's stride-16 feature map instead (1x1 projection; the hybrid layout)
     visual_backbone: str = ""
+    # With a visual backbone: for each class, the ImageNet-1k classes that show its kind of thing
+    # (empty where none does).  The backbone then runs to its ImageNet classifier, and each mapped
+    # class's logit gains w_c * log P_ImageNet(its classes | frame), w_c learned from 1; the
+    # classifier's stages past stride 16 stay frozen, so the prior keeps ImageNet's naming.
+    imagenet_prior: tuple[tuple[int, ...], ...] = ()
     labels: tuple[str, ...] | None = None
 
     def __post_init__(self):
@@ -87,6 +92,14 @@ class AVConfig:
                 problems.append(f"visual_backbone {self.visual_backbone!r} is not one of {', '.join(BACKBONES)}")
             if p != TOKEN_STRIDE:
                 problems.append(f"a visual_backbone gives tokens at stride {TOKEN_STRIDE}; patch_size is {p}")
+        if self.imagenet_prior:
+            if not self.visual_backbone:
+                problems.append("imagenet_prior reads the visual backbone's ImageNet classifier: it needs a visual_backbone")
+            if len(self.imagenet_prior) != self.num_classes:
+                problems.append(f"imagenet_prior lists {len(self.imagenet_prior)} classes for {self.num_classes}")
+            bad = sorted({i for row in self.imagenet_prior for i in row if not 0 <= i < 1000})
+            if bad:
+                problems.append(f"imagenet_prior holds indices outside ImageNet-1k's 0 to 999: {bad[:5]}")
         if self.labels is not None and len(self.labels) != self.num_classes:
             problems.append(f"{len(self.labels)} labels for {self.num_classes} classes")
         if problems:
@@ -129,6 +142,8 @@ class AVConfig:
         values = {k: v for k, v in data.items() if k in known}
         if values.get("labels") is not None:
             values["labels"] = tuple(values["labels"])
+        if "imagenet_prior" in values:
+            values["imagenet_prior"] = tuple(tuple(int(i) for i in row) for row in values["imagenet_prior"])
         return cls(**values)
 
 
@@ -370,7 +385,7 @@ class AVTransformer(nn.Module):
         if c.visual_backbone:
             from .backbones import TOKEN_STRIDE, EfficientNetLite
 
-            self.visual_backbone = EfficientNetLite(up_to_stride=TOKEN_STRIDE)
+            self.visual_backbone = EfficientNetLite(up_to_stride=32 if c.imagenet_prior else TOKEN_STRIDE)
             self.backbone_proj = nn.Conv2d(self.visual_backbone.channels[TOKEN_STRIDE], dim, kernel_size=1)
         else:
             self.patch_embed_v = PatchEmbed(3, dim, c.patch_size)
@@ -393,6 +408,18 @@ class AVTransformer(nn.Module):
         self._init_weights()
         if self.mask_decoder is not None and self.mask_decoder.object_head is not None:
             nn.init.zeros_(self.mask_decoder.object_head[1].weight)
+        if c.imagenet_prior:
+            members = torch.zeros(c.num_classes, 1000)
+            for k, row in enumerate(c.imagenet_prior):
+                members[k, list(row)] = 1.0
+            self.register_buffer("prior_members", members, persistent=False)  # rebuilt from the config
+            self.prior_weight = nn.Parameter((members.sum(1) > 0).float())
+            backbone = self.visual_backbone
+            for block, stride in zip(backbone._blocks, backbone.stride_of_block):
+                if stride > TOKEN_STRIDE:
+                    block.requires_grad_(False)
+            for head in (backbone._conv_head, backbone._bn1, backbone._fc):
+                head.requires_grad_(False)
 
     def _init_weights(self):
         nn.init.normal_(self.modality_a, std=0.02)
@@ -443,6 +470,15 @@ class AVTransformer(nn.Module):
         if self.visual_backbone is None:
             return None
         return self.visual_backbone.features(self.visual_backbone.from_imagenet_normalized(frames))
+
+    def imagenet_prior_logits(self, maps: dict[int, torch.Tensor]) -> torch.Tensor:
+        """``[B, num_classes]``: log of the ImageNet probability of each class's ImageNet classes,
+        from the backbone's stride-32 map (0 for a class ImageNet has none for)."""
+        backbone = self.visual_backbone
+        pooled = F.relu6(backbone._bn1(backbone._conv_head(maps[32]))).mean(dim=(2, 3))
+        probs = backbone._fc(pooled).softmax(dim=-1)
+        covered = self.prior_members.sum(1) > 0
+        return torch.where(covered, (probs @ self.prior_members.t() + 1e-4).log(), torch.zeros_like(covered, dtype=probs.dtype))
 
     def embed_visual(self, frames: torch.Tensor, maps: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """frames ``[B, 3, S, S]`` -> tokens ``[B, (S/p)^2, C]`` (from ``maps``, the backbone's, when given)."""
@@ -499,6 +535,8 @@ class AVTransformer(nn.Module):
                 x = blk(x, modality)
             x = norm(x)
         logits = self.mlp_head(x.mean(dim=1))
+        if self.config.imagenet_prior and maps is not None:
+            logits = logits + self.prior_weight * self.imagenet_prior_logits(maps)
         masks = None
         if self.mask_decoder is not None and v is not None:
             gh, gw = self.visual_grid

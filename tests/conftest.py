@@ -141,6 +141,7 @@ def fake_debian_root(root: Path, monkeypatch) -> Path:
         Image.fromarray(np.full((300, 400, 3), 50 * i, np.uint8)).save(templates / f"bg{i}.jpg")
     samples = root / sources.SAMPLES_DIR
     names = {"ambi_drone.flac": "CC0", "ambi_swoosh.flac": "CC0", "vinyl_hiss.flac": "CC0", "guit_em9.flac": "CC0",
+             "ambi_glass_hum.flac": "CC0", "elec_ping.flac": "CC0",
              "ambi_choir.flac": "CC0", "bd_boom.flac": "CC0", "vinyl_scratch.flac": "CC-BY-SA-4.0"}
     copyright_text = "Files: *\nCopyright: someone\nLicense: MIT\n\n"
     for i, (name, licence) in enumerate(names.items()):
@@ -231,6 +232,52 @@ def write_sf2(path: Path, notes: dict[str, tuple[float, int]], rate: int = 22050
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
 
 
+def write_sf3(path: Path, notes: dict[str, tuple[float, int]], scratch: Path) -> None:
+    """A SoundFont 3 with one compressed sample per entry: {name: (frequency, MIDI key)}."""
+    import struct
+
+    data, headers = b"", b""
+    for name, (freq, key) in notes.items():
+        write_sound(scratch / f"{name}.ogg", freq, seconds=0.4)
+        ogg = (scratch / f"{name}.ogg").read_bytes()
+        start, end = len(data), len(data) + len(ogg)
+        data += ogg
+        # compressed: start/end are byte offsets, loop points count decoded samples from the start
+        headers += struct.pack("<20sIIIIIBbHH", name.encode(), start, end, 2000, 12000, 48000, key, 0, 0, 0x11)
+    headers += struct.pack("<20sIIIIIBbHH", b"EOS", 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return kind + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
+
+    body = b"sfbk" + chunk(b"LIST", b"sdta" + chunk(b"smpl", data)) + chunk(b"LIST", b"pdta" + chunk(b"shdr", headers))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def write_sound_catalogue(path: Path, sounds: dict[str, float], rate: int = 11025) -> None:
+    """An OpenTTD sound catalogue (.cat) of tones: {description: frequency}."""
+    import io
+    import struct
+    import wave
+
+    entries = []
+    for description, freq in sounds.items():
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(rate)
+            out.writeframes((tone(freq, 0.5, rate) * 32767).astype("<i2").tobytes())
+        name = description.encode("latin-1") + b"\0"
+        entries.append(bytes([len(name)]) + name + buffer.getvalue())
+    table, offset = b"", 8 * len(entries)
+    for entry in entries:
+        table += struct.pack("<II", offset, len(entry))
+        offset += len(entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(table + b"".join(entries))
+
+
 def fake_catalog(root: Path, monkeypatch) -> None:
     """Files for every kind of catalogue address but the emoji font, and a catalogue over them:
     dog gets three further instances (so one each for train, val and test), violin one, and
@@ -246,11 +293,11 @@ def fake_catalog(root: Path, monkeypatch) -> None:
     write_rcc(root / catalog.GCOMPRIS_RCC / "farm.rcc",
               {"res/farm/bark.ogg": ogg_bytes(330), "res/farm/dog.svg": SVG_DISC.format(200, 120, 40).encode()},
               compressed=("res/farm/dog.svg",))
-    write_rcc(root / catalog.GCOMPRIS_RCC / "band.rcc", {"band/drum.ogg": ogg_bytes(1700)})
-    write_sound(root / catalog.LMMS_SAMPLES / "animals/woof.ogg", 360)
+    write_sound_catalogue(root / catalog.OPENSFX_CAT, {'"Drum". Original by someone. License: CC0.': 1700,
+                                                      '"Drumroll". Original by someone. License: CC0.': 1750})
     write_sound(root / catalog.LMMS_SAMPLES / "drums/snare.ogg", 1900)
-    write_sf2(root / "usr/share/sounds/sf2/Fake.sf2",
-              {"Violin C5": (1000, 72), "Violin G5": (1500, 79), "Bark": (420, 60)})
+    write_sf2(root / "usr/share/sounds/sf2/Fake.sf2", {"Bark": (420, 60)})
+    write_sf3(root / "usr/share/sounds/sf3/Fake.sf3", {"Violin C5": (1000, 72), "Violin G5": (1500, 79)}, root / "tmp")
     write_stamp(root / catalog.OPENCLIPART / "music/violin.png", (10, 10, 200))
     write_stamp(root / catalog.OPENCLIPART / "music/drum.png", (10, 200, 10))
     write_stamp(root / catalog.OPENCLIPART / "animals/dog2.png", (90, 60, 10))
@@ -260,14 +307,15 @@ def fake_catalog(root: Path, monkeypatch) -> None:
     rgba[20:30, 30:40, 3] = 0
     rgba[5:45, 5, 3] = 100
     Image.fromarray(rgba, "RGBA").save(root / catalog.OPENCLIPART / "animals/dog3.png")
-    monkeypatch.setattr(catalog, "SOUNDFONTS", {"FakeGM": "usr/share/sounds/sf2/Fake.sf2"})
+    monkeypatch.setattr(catalog, "SOUNDFONTS", {"FakeGM": "usr/share/sounds/sf2/Fake.sf2",
+                                                "FakeSF3": "usr/share/sounds/sf3/Fake.sf3"})
     monkeypatch.setattr(catalog, "INSTANCES", {
         "dog": (Instance("gcompris:farm/bark.ogg", "gcompris:farm/dog.svg"),
-                Instance("lmms:animals/woof.ogg", "openclipart:animals/dog3.png"),
+                Instance("sonicpi:ambi_swoosh.flac", "openclipart:animals/dog3.png"),  # CC0, so never noise
                 Instance("sf2:FakeGM:^Bark", "openclipart:animals/dog2.png")),
-        "violin": (Instance("sf2:FakeGM:^Violin", "openclipart:music/violin.png"),),
+        "violin": (Instance("sf2:FakeSF3:^Violin", "openclipart:music/violin.png"),),
         "drum": (Instance("lmms:drums/snare.ogg", "openclipart:music/drum.png"),
-                 Instance("gcompris:band/drum.ogg", "tuxpaint:hobbies/drum")),
+                 Instance("opensfx:Drum", "tuxpaint:hobbies/drum")),
     })
 
 

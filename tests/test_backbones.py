@@ -129,3 +129,40 @@ def test_the_decoder_reads_the_backbone_pyramid_and_the_class_is_also_read_under
     assert result["logits_max_abs_diff"] < 1e-3 and result["mask_agreement"] >= 0.999
     with pytest.raises(ValueError, match="seg_object_logits pools over the predicted mask"):
         create_model("bench-teacher-in", seg_decoder_dim=0, seg_object_logits=True)
+
+
+def test_the_imagenet_prior_names_a_known_picture_as_imagenet_does(tmp_path):
+    """imagenet_prior: each class's logit gains w_c * log P_ImageNet(its ImageNet classes | frame);
+    the stages past stride 16 and the ImageNet classifier stay frozen, w_c is learned from 1."""
+    from emktd.export import check, export_onnx
+    from emktd.hub import load_pretrained, save_pretrained
+
+    names = imagenet_categories()
+    labels = ("daisy_class", "palace_class", "no_imagenet_class")
+    prior = ((names.index("daisy"),), (names.index("palace"), names.index("monastery")), ())
+    model = create_model("bench-teacher-in", num_classes=3, labels=labels, imagenet_prior=prior).eval()
+    assert model.visual_backbone.classifier and model.prior_weight.tolist() == [1.0, 1.0, 0.0]
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    assert "visual_backbone._fc.weight" not in trainable and "visual_backbone._conv_head.weight" not in trainable
+    assert "visual_backbone._blocks.15._expand_conv.weight" not in trainable  # a stride-32 block
+    assert "visual_backbone._blocks.10._expand_conv.weight" in trainable  # a stride-16 block trains
+    pictures = {"daisy_class": "sklearn/datasets/images/flower.jpg", "palace_class": "sklearn/datasets/images/china.jpg"}
+    for label, picture in pictures.items():
+        frame = frames_to_tensor(np.array(Image.open(SITE / picture).convert("RGB")), 128)
+        with torch.no_grad():
+            prior_logits = model.imagenet_prior_logits(model.backbone_maps(frame))[0]
+        assert prior_logits[2] == 0  # a class ImageNet has none for gets nothing
+        assert prior_logits[labels.index(label)] > prior_logits[1 - labels.index(label)] + 1.0, (label, prior_logits)
+    torch.manual_seed(0)
+    audio, frames = torch.randn(2, 512, 128), torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        out = model(audio, frames)
+        folder = save_pretrained(model, tmp_path / "prior")
+        torch.testing.assert_close(load_pretrained(folder)(audio, frames).logits, out.logits, rtol=0, atol=0)
+        assert model(audio, None).logits.shape == (2, 3)  # audio alone: no frame, no prior
+    result = check(model, export_onnx(model, tmp_path / "prior.onnx"), batch=2)
+    assert result["logits_max_abs_diff"] < 1e-3
+    with pytest.raises(ValueError, match="imagenet_prior reads the visual backbone's ImageNet classifier"):
+        create_model("bench-teacher", num_classes=3, imagenet_prior=prior)
+    with pytest.raises(ValueError, match="outside ImageNet-1k"):
+        create_model("bench-teacher-in", num_classes=3, imagenet_prior=((1000,), (), ()))

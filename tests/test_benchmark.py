@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from training.embedded import build as benchmark
-from training.embedded import sources
+from training.embedded import catalog, sources
 from conftest import CLASSES, DROPPED, fake_debian_root, write_sound, write_stamp
 from training.readers.avsbench import MS3Dataset as AVSBenchMS3Dataset
 from training.readers.avsbench import S4Dataset as AVSBenchS4Dataset
@@ -42,8 +42,9 @@ def test_collect_applies_the_class_list(fake_root):
     assert {pack.classes[s["class"]] for s in pack.stamps if s["name"].startswith("animals/cows")} == {"cow"}
     assert [d["split"] for d in pack.distractors].count("test") == 1
     assert [b["split"] for b in pack.backgrounds] == ["train", "train", "train", "test"]
-    # CC0 and an ambience/texture name only: no choir (voices), no drum, no CC-BY-SA file.
-    assert sorted(n["name"] for n in pack.noises) == ["ambi_drone", "ambi_swoosh", "guit_em9", "vinyl_hiss"]
+    # CC0 and an ambience/texture name only: no choir (voices), no drum, no guitar, no CC-BY-SA file,
+    # and not ambi_swoosh, which a dog instance sounds with.
+    assert sorted(n["name"] for n in pack.noises) == ["ambi_drone", "ambi_glass_hum", "elec_ping", "vinyl_hiss"]
     dog = next(s for s in pack.stamps if s["name"] == "animals/dogs/dog")
     spectrum = np.abs(np.fft.rfft(dog["sound"]))
     assert abs(spectrum.argmax() * 16000 / dog["sound"].size - 300) < 5
@@ -63,6 +64,16 @@ def test_collect_refuses_unreviewed_silent_or_shared_recordings(fake_root):
         sources.collect(fake_root, progress=False)
     shutil.copy(stamps / "animals/dogs/dog.ogg", stamps / "hobbies/violin.ogg")
     with pytest.raises(sources.SourceError, match="same recording"):
+        sources.collect(fake_root, progress=False)
+
+
+def test_collect_refuses_a_sample_not_listed_as_cc0(fake_root, monkeypatch):
+    from training.embedded.catalog import Instance
+
+    instances = dict(catalog.INSTANCES)
+    instances["violin"] = (Instance("sonicpi:vinyl_scratch.flac", "openclipart:music/violin.png"),)  # CC-BY-SA-4.0
+    monkeypatch.setattr(catalog, "INSTANCES", instances)
+    with pytest.raises(sources.SourceError, match=r"not list as CC0: \['vinyl_scratch.flac'\]"):
         sources.collect(fake_root, progress=False)
 
 
@@ -149,6 +160,10 @@ def test_further_instance_pictures_and_sounds(fake_pack):
     for part, freq in ((violin[:half], 1000), (violin[half:], 1500)):
         spectrum = np.abs(np.fft.rfft(part))
         assert abs(spectrum.argmax() * 16000 / part.size - freq) < 20
+    # the OpenTTD catalogue entry titled "Drum" (1700 Hz), not the one titled "Drumroll" (1750 Hz)
+    drum = by_name["drum#1"]["sound"]
+    assert abs(np.abs(np.fft.rfft(drum)).argmax() * 16000 / drum.size - 1700) < 10
+    assert by_name["dog#2"]["origin"]["sound"] == "sonicpi:ambi_swoosh.flac"
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -257,6 +272,8 @@ def test_real_debian_sources():
     assert {pack.classes[s["class"]] for s in pack.stamps} == set(pack.classes)
     assert all(np.sqrt(np.mean(s["sound"] ** 2)) > 1e-3 for s in pack.stamps)
     assert {"train", "test"} <= {b["split"] for b in pack.backgrounds}
+    # the catalogue's aim: new instances of at least 10 classes in val to select on
+    assert len({s["class"] for s in pack.stamps if s["split"] == "val"}) >= 10
 
 
 def test_a_cached_pack_from_other_choices_is_rebuilt(fake_root, monkeypatch):

@@ -153,3 +153,27 @@ def test_a_missing_benchmark_is_named_where_it_was_looked_for(tmp_path, monkeypa
     with pytest.raises(SystemExit, match=str(tmp_path / "repo" / "data" / "emktd-bench")):
         pipeline.main(["--task", "teacher", "--build-benchmark", "false", "--out", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+def test_imagenet_prior_maps_the_labels_and_names_one_it_lacks(tmp_path):
+    from training.embedded.imagenet import imagenet_indices
+    from training.run import pipeline
+
+    assert pipeline.imagenet_prior(cfg.RunConfig(), ["dog", "crow"]) == {}
+    on = cfg.RunConfig(imagenet_prior=True)
+    prior = pipeline.imagenet_prior(on, ["electric_guitar", "crow"])["imagenet_prior"]
+    assert prior == (imagenet_indices("electric guitar"), ())  # labels spell spaces as underscores
+    with pytest.raises(SystemExit, match="--imagenet-prior: 'unicorn' is not a class of the embedded benchmark's "
+                                         "ImageNet map; add it to training/embedded/imagenet.py"):
+        pipeline.imagenet_prior(on, ["dog", "unicorn"])
+
+
+def test_a_run_names_the_benchmark_build_it_read(tmp_path):
+    from training.run import pipeline
+
+    config = cfg.RunConfig(data_root=str(tmp_path))
+    assert pipeline.benchmark_build(config) is None  # no benchmark.json there
+    (tmp_path / "benchmark.json").write_text(json.dumps({"pack_recipe": "abc", "pack_sha256": "f00", "seed": 0,
+                                                         "clips": {}}))
+    assert pipeline.benchmark_build(config) == {"pack_recipe": "abc", "pack_sha256": "f00", "seed": 0}
+    assert pipeline.benchmark_build(cfg.RunConfig(data_root=str(tmp_path), dataset="vggsound")) is None

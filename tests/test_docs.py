@@ -16,8 +16,9 @@ table_lines = results.table_lines
 
 def test_the_pages_hold_exactly_what_the_results_command_prints():
     """Each marked block of docs/results.md and README.md holds the tables its command prints:
-    docs/results.md every table, of the current benchmark's records and of the first benchmark's
-    (results/benchmark-v1); README.md where EM-KTD stands and the compute spent."""
+    docs/results.md the tables of the current build's records, and every table of the second and the
+    first builds' (results/benchmark-v2, results/benchmark-v1); README.md where EM-KTD stands and the
+    compute spent (of the second build's records, behind the bundled pair)."""
     found = {}
     for page in results.PAGES:
         for match in results.PAGE_BLOCK.finditer(page.read_text()):
@@ -25,32 +26,36 @@ def test_the_pages_hold_exactly_what_the_results_command_prints():
             assert table_lines(match["body"]) == table_lines(results.block_report(match, REPO)), (
                 f"{page.name}: the block {match['name']} differs from the records; "
                 "run python -m training.experiments.results page")
-    assert found == {"results.md": ["results", "results-v1"], "README.md": ["results-standing", "results-compute"]}
+    assert found == {"results.md": ["results", "results-v2", "results-v1"],
+                     "README.md": ["results-standing", "results-compute"]}
 
 
 def test_the_page_command_rewrites_the_tables_and_keeps_the_prose(tmp_path):
-    for name, row in (("docs/results.md", "| bench-student | emktd+kd"), ("README.md", "| AMD EPYC")):
+    for name, row, blocks in (("docs/results.md", "| bench-student | emktd+kd", 3), ("README.md", "| AMD EPYC", 2)):
         page = tmp_path / Path(name).name
         original = (REPO / name).read_text()
         stale = original.replace(row, "| stale", 1)
         assert stale != original
         page.write_text(stale)
-        assert results.update_page(page) == 2 and page.read_text() == original
+        assert results.update_page(page) == blocks and page.read_text() == original
 
 
 def test_a_block_names_only_its_tables():
     """``--only`` picks tables by name, in the order of the full report, and refuses a name it lacks."""
-    assert results.report(only=["compute", "standing"]) == (results.standing_table() + "\n\n"
-                                                            + results.compute_summary())
-    assert results.report().startswith(results.table() + "\n\n")
+    v2 = results.RESULTS / "benchmark-v2"
+    assert results.report(v2, only=["compute", "standing"]) == (results.standing_table(v2) + "\n\n"
+                                                                + results.compute_summary(v2))
+    assert results.report(v2).startswith(results.table(v2) + "\n\n")
     with pytest.raises(ValueError, match="no table named standings"):
-        results.report(only=["standings"])
+        results.report(v2, only=["standings"])
 
 
 def test_the_readme_headline_rows_are_rows_of_the_results_table():
-    printed = set(table_lines(results.table()))
-    rows = table_lines((REPO / "README.md").read_text().split("## The student against the teacher")[1]
-                       .split("\n## ")[0])
+    """The bundled pair's rows are rows of the table of the records the section names."""
+    section = (REPO / "README.md").read_text().split("## The student against the teacher")[1].split("\n## ")[0]
+    folder = re.search(r"python -m training\.experiments\.results table --dir ([\w/.-]+)", section)
+    printed = set(table_lines(results.table(REPO / folder.group(1) if folder else results.RESULTS)))
+    rows = table_lines(section)
     assert len(rows) == 4 and all(row in printed for row in rows)
 
 
@@ -65,5 +70,5 @@ def test_relative_links_and_named_files_exist():
 def test_the_readme_grids_are_what_the_evidence_command_prints():
     block = evidence.GRIDS_BLOCK.search((REPO / "README.md").read_text())
     assert block is not None, "README.md has no grids block"
-    assert block.group(2).strip() == evidence.grid_table(results.RESULTS).strip(), (
+    assert block["body"].strip() == evidence.grid_table(evidence.grids_folder(block, results.RESULTS)).strip(), (
         "README.md's grids differ from the records; run python -m training.experiments.evidence --grids README.md")

@@ -28,13 +28,41 @@ class OriginError(ValueError):
     """An address that names nothing usable."""
 
 
+def read_sound_catalogue(path: Path) -> dict[str, bytes]:
+    """The sounds of an OpenTTD sound catalogue (``.cat``): ``{description: WAV bytes}``.
+
+    The format: a table of (offset, size) pairs of little-endian 32-bit numbers (the first
+    offset, less its top bit, is the table's length), and at each offset a one-byte length, the
+    entry's description (NUL-terminated) and then the sound, a RIFF WAVE file."""
+    path = Path(path)
+    if not path.is_file():
+        raise OriginError(f"{path} is missing (expected openttd-opensfx)")
+    blob = path.read_bytes()
+    if len(blob) < 8:
+        raise OriginError(f"{path}: too short for an OpenTTD sound catalogue")
+    count = (int.from_bytes(blob[:4], "little") & 0x7FFFFFFF) // 8
+    entries = {}
+    for k in range(count):
+        offset = int.from_bytes(blob[8 * k:8 * k + 4], "little") & 0x7FFFFFFF
+        size = int.from_bytes(blob[8 * k + 4:8 * k + 8], "little")
+        if offset + size > len(blob) or size < 1:
+            raise OriginError(f"{path}: entry {k} runs past the end of the file; not an OpenTTD sound catalogue")
+        length = blob[offset]
+        name = blob[offset + 1:offset + 1 + length].split(b"\0", 1)[0].decode("latin-1")
+        data = blob[offset + 1 + length:offset + size]
+        if data[:4] == b"RIFF":
+            entries[name] = data
+    return entries
+
+
 class Origins:
     """Reads addresses under the unpacked packages' ``root``."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self._bundles: dict[str, dict[str, bytes]] = {}
-        self._fonts: dict[str, list] = {}
+        self._fonts: dict[tuple[str, str], list] = {}
+        self._catalogues: dict[str, dict[str, bytes]] = {}
 
     # -------------------------------------------------------------- sources of bytes
 
@@ -50,11 +78,27 @@ class Origins:
             raise OriginError(f"{address}: {len(found)} files named {name!r} in the bundle {bundle}.rcc; expected one")
         return found[0]
 
-    def _file(self, address: str, folder: str) -> Path:
-        path = self.root / folder / address.split(":", 1)[1]
+    def _file(self, address: str, folder: str | None = None) -> Path:
+        kind, rest = address.split(":", 1)
+        if folder is None:
+            if kind not in catalog.FOLDERS:
+                raise OriginError(f"{address}: unknown kind of address {kind!r}")
+            folder = catalog.FOLDERS[kind][1]
+        path = self.root / folder / rest
         if not path.is_file():
             raise OriginError(f"{address}: {path} is missing")
         return path
+
+    def _catalogue_entry(self, address: str) -> bytes:
+        """A sound of OpenTTD's sound catalogue (``.cat``), named by its title, the description's
+        quoted start (``opensfx:Sheep`` is the entry '"Sheep". Original ...')."""
+        title = address.split(":", 1)[1]
+        if "opensfx" not in self._catalogues:
+            self._catalogues["opensfx"] = read_sound_catalogue(self.root / catalog.OPENSFX_CAT)
+        found = [data for name, data in self._catalogues["opensfx"].items() if name.startswith(f'"{title}".')]
+        if len(found) != 1:
+            raise OriginError(f"{address}: {len(found)} entries titled {title!r} in {catalog.OPENSFX_CAT}; expected one")
+        return found[0]
 
     # -------------------------------------------------------------- sounds
 
@@ -65,26 +109,27 @@ class Origins:
         if kind == "sf2":
             audio = self._soundfont(address)
             return audio[: int(max_s * SAMPLE_RATE_HZ)] if max_s else audio
-        if kind == "gcompris":
-            suffix = Path(address).suffix
+        if kind in ("gcompris", "opensfx"):
+            data, suffix = ((self._bundle_file(address), Path(address).suffix) if kind == "gcompris"
+                            else (self._catalogue_entry(address), ".wav"))
             with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
-                tmp.write(self._bundle_file(address))
+                tmp.write(data)
                 tmp.flush()
                 return load_audio(Path(tmp.name), SAMPLE_RATE_HZ, max_s)
-        if kind == "lmms":
-            return load_audio(self._file(address, catalog.LMMS_SAMPLES), SAMPLE_RATE_HZ, max_s)
+        if kind in catalog.FOLDERS:
+            return load_audio(self._file(address), SAMPLE_RATE_HZ, max_s)
         raise OriginError(f"{address}: unknown kind of sound address {kind!r}")
 
     def _soundfont(self, address: str) -> np.ndarray:
         _, font, pattern = address.split(":", 2)
         if font not in catalog.SOUNDFONTS:
             raise OriginError(f"{address}: unknown SoundFont {font!r}; expected one of {sorted(catalog.SOUNDFONTS)}")
-        if font not in self._fonts:
+        if (font, pattern) not in self._fonts:
             path = self.root / catalog.SOUNDFONTS[font]
             if not path.is_file():
                 raise OriginError(f"{address}: {path} is missing")
-            self._fonts[font] = read_samples(path)
-        matching = [s for s in self._fonts[font] if re.search(pattern, s.name)]
+            self._fonts[font, pattern] = read_samples(path, lambda name: re.search(pattern, name) is not None)
+        matching = self._fonts[font, pattern]
         by_pitch = {s.pitch: s for s in matching}  # a stereo pair shares its pitch: keep one side
         if not by_pitch:
             raise OriginError(f"{address}: no sample of {font} matches {pattern!r}")
@@ -108,7 +153,7 @@ class Origins:
             with Image.open(io.BytesIO(png)) as image:
                 return rgba_picture(image, max_side, address)
         if kind in ("openclipart", "tuxpaint"):
-            path = (self._file(address, catalog.OPENCLIPART) if kind == "openclipart"
+            path = (self._file(address) if kind == "openclipart"
                     else self._file(address + ".png", "usr/share/tuxpaint/stamps"))
             with Image.open(path) as image:
                 return rgba_picture(image, max_side, address)

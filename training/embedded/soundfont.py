@@ -1,4 +1,4 @@
-"""Read the recorded samples of a SoundFont 2 file (``.sf2``) and play them as a phrase.
+"""Read the recorded samples of a SoundFont file (``.sf2``, or ``.sf3``) and play them as a phrase.
 
 A SoundFont holds real recordings of instruments, one sample per note range.
 Only two chunks matter here: ``sdta/smpl`` (16-bit mono PCM of every sample
@@ -7,11 +7,17 @@ end, loop start, loop end, sample rate, original pitch, pitch correction,
 link, type).  The embedded benchmark picks an instrument's samples by name
 and plays a few of them at their recorded pitch, extending sustained notes
 through their loop, so the result is the instrument's own recorded sound.
+
+A SoundFont 3 file (MuseScore's) is laid out the same, but a sample flagged
+``COMPRESSED`` is an Ogg Vorbis stream: its start and end are byte offsets into
+``smpl`` and its loop points count decoded samples from its own start.
 """
 
 from __future__ import annotations
 
 import struct
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +25,7 @@ import numpy as np
 
 HEADER = struct.Struct("<20sIIIIIBbHH")  # 46 bytes
 ROM_SAMPLE = 0x8000
+COMPRESSED = 0x10  # SoundFont 3: the sample is Ogg Vorbis
 
 
 class SoundFontError(ValueError):
@@ -42,32 +49,54 @@ def _chunks(blob: bytes, start: int, end: int):
         position += 8 + size + (size & 1)
 
 
-def read_samples(path: Path) -> list[Sample]:
-    """Every sample of the SoundFont at ``path`` (ROM samples and the terminal record left out)."""
+def read_samples(path: Path, wanted: Callable[[str], bool] | None = None) -> list[Sample]:
+    """Every sample of the SoundFont at ``path`` whose name ``wanted`` accepts (default: all); ROM
+    samples and the terminal record are left out, and only the wanted compressed samples are decoded."""
     path = Path(path)
     blob = path.read_bytes()
     if blob[:4] != b"RIFF" or blob[8:12] != b"sfbk":
-        raise SoundFontError(f"{path}: not a SoundFont 2 file (expected a RIFF 'sfbk' header)")
+        raise SoundFontError(f"{path}: not a SoundFont file (expected a RIFF 'sfbk' header)")
     smpl = shdr = None
     for kind, offset, size in _chunks(blob, 12, len(blob)):
         if kind != b"LIST":
             continue
         for sub, sub_offset, sub_size in _chunks(blob, offset + 4, offset + size):
             if blob[offset:offset + 4] == b"sdta" and sub == b"smpl":
-                smpl = np.frombuffer(blob, dtype="<i2", count=sub_size // 2, offset=sub_offset)
+                smpl = memoryview(blob)[sub_offset:sub_offset + sub_size]
             elif blob[offset:offset + 4] == b"pdta" and sub == b"shdr":
                 shdr = blob[sub_offset:sub_offset + sub_size]
     if smpl is None or shdr is None:
         raise SoundFontError(f"{path}: no sample data (sdta/smpl) or no sample headers (pdta/shdr)")
+    pcm = np.frombuffer(smpl, dtype="<i2", count=len(smpl) // 2)
     samples = []
     for k in range(len(shdr) // HEADER.size - 1):  # the last header is the terminal 'EOS'
-        name, start, end, loop_start, loop_end, rate, pitch, _, _, kind = HEADER.unpack_from(shdr, k * HEADER.size)
-        if kind & ROM_SAMPLE or end <= start or end > smpl.size or rate == 0:
+        raw, start, end, loop_start, loop_end, rate, pitch, _, _, kind = HEADER.unpack_from(shdr, k * HEADER.size)
+        name = raw.split(b"\0", 1)[0].decode("latin-1").strip()
+        if kind & ROM_SAMPLE or end <= start or rate == 0 or (wanted is not None and not wanted(name)):
             continue
-        audio = smpl[start:end].astype(np.float32) / 32768.0
-        samples.append(Sample(name.split(b"\0", 1)[0].decode("latin-1").strip(), audio, int(rate),
-                              (loop_start - start, loop_end - start), int(pitch)))
+        if kind & COMPRESSED:
+            if end > len(smpl):
+                continue
+            audio, loop = _vorbis(bytes(smpl[start:end]), int(rate), f"{path}: sample {name!r}"), (loop_start, loop_end)
+        else:
+            if end > pcm.size:
+                continue
+            audio, loop = pcm[start:end].astype(np.float32) / 32768.0, (loop_start - start, loop_end - start)
+        samples.append(Sample(name, audio, int(rate), loop, int(pitch)))
     return samples
+
+
+def _vorbis(data: bytes, rate: int, where: str) -> np.ndarray:
+    """One compressed SoundFont 3 sample, decoded at its own rate."""
+    from emktd.media import MediaError, load_audio
+
+    with tempfile.NamedTemporaryFile(suffix=".ogg") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        try:
+            return load_audio(Path(tmp.name), rate)
+        except MediaError as exc:
+            raise SoundFontError(f"{where}: not an Ogg Vorbis stream ({exc})") from None
 
 
 def phrase(samples: list[Sample], rate: int, note_s: float = 0.6, gap_s: float = 0.08) -> np.ndarray:

@@ -36,7 +36,7 @@ from . import catalog
 TUXPAINT_PACKAGES = {
     "tuxpaint-stamps-default": "GPL-2+ (Tux Paint stamps: object images and their recorded sounds)",
     "tuxpaint-data": "GPL-2+ (Tux Paint templates: background photographs)",
-    "sonic-pi-samples": "CC0, per file as listed in the package's copyright file (background sounds)",
+    "sonic-pi-samples": "CC0, per file as listed in the package's copyright file (background sounds; a few instances' recordings)",
 }
 PACKAGES = {**TUXPAINT_PACKAGES, **catalog.PACKAGES}
 STAMPS_DIR = "usr/share/tuxpaint/stamps"
@@ -175,9 +175,9 @@ DISTRACTOR_EXCLUDED = ("hobbies/music/",)
 INSTANCE_MAX_S = 6.0  # recordings of the further instances are cut to this length
 
 # Background sounds: sonic-pi samples with a CC0 entry in the package's copyright file whose
-# names mark ambience, texture or synthetic tones; drums and voices are left out because
-# several classes are drums and none is a voice.
-NOISE_PATTERN = re.compile(r"^(ambi_(?!choir)|vinyl_|guit_|bass_(?!voxy)|loop_(3d_printer|drone|electric)|"
+# names mark ambience, texture or synthetic tones; drums, guitars and voices are left out because
+# several classes are drums or guitars and none is a voice.  A sample a class uses is never noise.
+NOISE_PATTERN = re.compile(r"^(ambi_(?!choir)|vinyl_|bass_(?!voxy)|loop_(3d_printer|drone|electric)|"
                            r"elec_(beep|bell|blip|blup|bong|chime|ping|plip|pop|tick|triangle|twang|twip|flip)|"
                            r"perc_(bell|swash|swoosh)|misc_cineboom)")
 NOISE_MAX_S = 8.0
@@ -327,6 +327,11 @@ def collect(root: Path, progress: bool = True) -> Pack:
         raise SourceError(f"{stamps_root}: stamps the class list expects are missing: {missing}")
 
     plan = instance_plan()
+    instance_samples = {i.sound.split(":", 1)[1] for _, _, _, i in plan if i.sound.startswith("sonicpi:")}
+    not_cc0 = sorted(instance_samples - cc0_samples(root / SAMPLES_COPYRIGHT))
+    if not_cc0:
+        raise SourceError(f"{root / SAMPLES_COPYRIGHT}: the catalogue uses Sonic Pi samples this file does not "
+                          f"list as CC0: {not_cc0}")
     classes = list(CLASSES) + list(dict.fromkeys(name for name, *_ in plan if name not in CLASSES))
     stamps = []
     for stamp in tqdm(sorted(assigned), desc="object stamps", disable=not progress):
@@ -354,7 +359,8 @@ def collect(root: Path, progress: bool = True) -> Pack:
     backgrounds = [{"name": p.stem, "image": _background(p), "split": _split_of(i)} for i, p in enumerate(templates)]
 
     allowed = cc0_samples(root / SAMPLES_COPYRIGHT)
-    samples = sorted(p for p in (root / SAMPLES_DIR).glob("*.flac") if p.name in allowed and NOISE_PATTERN.match(p.name))
+    samples = sorted(p for p in (root / SAMPLES_DIR).glob("*.flac") if p.name in allowed and NOISE_PATTERN.match(p.name)
+                     and p.name not in instance_samples)
     noises = [{"name": p.stem, "sound": decode_sound(p, NOISE_MAX_S), "split": _split_of(i)}
               for i, p in enumerate(tqdm(samples, desc="background sounds", disable=not progress))]
 

@@ -199,8 +199,15 @@ def chosen_settings(results_dir: Path, epochs: int) -> dict[str, dict[str, float
     return {method: chosen_setting(results_dir, method, epochs) for method in METHODS_COMPARED}
 
 
-GRIDS_BLOCK = re.compile(r"(<!-- grids:start \(python -m training\.experiments\.evidence --grids\) -->\n)"
-                         r"(.*?)(<!-- grids:end -->)", re.S)
+# A page's grids block; the command in its start marker may name the records' folder (--results).
+GRIDS_BLOCK = re.compile(r"(?P<start><!-- grids:start \(python -m training\.experiments\.evidence --grids"
+                         r"(?: --results (?P<dir>[\w/.-]+))?\) -->\n)(?P<body>.*?)(?P<end><!-- grids:end -->)", re.S)
+
+
+def grids_folder(match: re.Match, default: Path) -> Path:
+    """The records a grids block is drawn from: the folder its marker names (from the repository
+    root), else ``default``."""
+    return REPO / match["dir"] if match["dir"] else default
 
 
 def grid_table(results_dir: Path) -> str:
@@ -226,7 +233,8 @@ def grid_table(results_dir: Path) -> str:
 def update_grids(page: Path, results_dir: Path) -> None:
     """Rewrite the grids block of ``page`` with what ``--grids`` prints now."""
     text = Path(page).read_text()
-    updated, count = GRIDS_BLOCK.subn(lambda m: m.group(1) + grid_table(results_dir) + "\n" + m.group(3), text)
+    updated, count = GRIDS_BLOCK.subn(lambda m: m["start"] + grid_table(grids_folder(m, results_dir)) + "\n"
+                                      + m["end"], text)
     if count != 1:
         raise SystemExit(f"{page}: expected one grids block (<!-- grids:start ... --> ... <!-- grids:end -->)")
     Path(page).write_text(updated)

@@ -33,7 +33,8 @@ from training.run.methods import METHODS
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 SETTING = ("task", "method", "kernel", "gamma", "lam", "beta", "student", "student_image_size", "epochs", "dataset",
            "eval_split", "lr", "train_source", "init_from", "audio_augment", "image_augment", "modality_dropout",
-           "seg_skip_channels", "seg_visual_taps", "seg_object_logits", "monitor", "monitor_folds", "teacher_preset")
+           "seg_skip_channels", "seg_visual_taps", "seg_object_logits", "imagenet_prior", "monitor", "monitor_folds",
+           "teacher_preset")
 CLASSIFICATION_COLUMNS = [("top-1", ("top1",), 100), ("mAP", ("mAP",), 100)]
 
 
@@ -97,7 +98,7 @@ def record(run: Path, name: str, out_dir: Path = RESULTS, evaluation_from: Path 
              "student": _summary(metrics["student"]),
              "teacher": _summary(metrics["teacher"]) if "teacher" in metrics else None,
              **{k: metrics.get(k) for k in ("hardware", "world_size", "train_seconds", "wall_seconds", "train_clips",
-                                             "student_parameters", "teacher_parameters", "manifest", "probes")}}
+                                             "student_parameters", "teacher_parameters", "manifest", "probes", "benchmark")}}
     probes = RunFolder(run, 0).probes()
     if probes:  # all the log keeps of them (records before PROBE_REPORT grew kept less in metrics.json)
         entry["probes"] = probes
@@ -286,7 +287,8 @@ def _decoder(c: dict) -> list[str]:
     skips = "backbone pyramid" if preset is not None and preset.visual_backbone else "pixel skips"
     parts = [f"{name} {c[key]}" for key, name in (("seg_skip_channels", skips), ("seg_visual_taps", "block taps"))
              if c.get(key)]
-    return parts + (["object logits"] if c.get("seg_object_logits") else [])
+    return (parts + (["object logits"] if c.get("seg_object_logits") else [])
+            + (["ImageNet prior"] if c.get("imagenet_prior") else []))
 
 
 MODE_NAMES = {"clean": "both tell", "audio": "only the audio", "visual": "only the picture",

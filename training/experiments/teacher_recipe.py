@@ -36,8 +36,10 @@ runs the fine-tuning stage's schedule and options from scratch, needing no pretr
 with the teacher's own preset (``scratch``), with ``bench-teacher-in``, whose visual tokens come
 from an ImageNet-pretrained EfficientNet-Lite0 (``scratch-imagenet-backbone``), and with that
 preset's two candidate additions one at a time (its mask decoder reading the backbone's maps at
-strides 8, 4 and 2; the class also read from the tokens under the predicted mask), and records
-each on val.
+strides 8, 4 and 2; the class also read from the tokens under the predicted mask), both together,
+and both with the ImageNet prior on the class logits (``--imagenet-prior``: each class's logit
+gains the log-probability that the backbone's own ImageNet classifier gives its ImageNet classes,
+by the map in training/embedded/imagenet.py), and records each on val.
 """
 
 from __future__ import annotations
@@ -84,6 +86,12 @@ FROM_SCRATCH: dict[str, list[str]] = {  # name: arguments added
     "scratch-imagenet-backbone-pyramid": [*IMAGENET, "--seg-skip-channels", "16"],
     # the class is also read from the tokens under the predicted mask
     "scratch-imagenet-backbone-object-logits": [*IMAGENET, "--seg-object-logits", "true"],
+    # both, and then the ImageNet classifier's naming as a prior on the class logits
+    "scratch-imagenet-backbone-pyramid-object-logits": [*IMAGENET, "--seg-skip-channels", "16",
+                                                        "--seg-object-logits", "true"],
+    "scratch-imagenet-backbone-pyramid-object-logits-prior": [*IMAGENET, "--seg-skip-channels", "16",
+                                                              "--seg-object-logits", "true",
+                                                              "--imagenet-prior", "true"],
 }
 
 

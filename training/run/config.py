@@ -67,6 +67,9 @@ class RunConfig:
                                      "0: none)", minimum=0)
     seg_object_logits: bool | None = _f(None, "also read the class from the fused visual tokens pooled over the "
                                         "predicted mask (default: the preset's)")
+    imagenet_prior: bool = _f(False, "a teacher with a visual backbone also reads its ImageNet classifier: each class's "
+                                     "logit gains w_c * log P(its ImageNet classes), by the map in "
+                                     "training/embedded/imagenet.py")
     # method
     method: str = _f("emktd+kd", "the distillation method (see training/run/methods.py)")
     kernel: str = _f("rbf", "KTD kernel", choices=KERNELS)

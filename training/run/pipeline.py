@@ -93,6 +93,30 @@ def build_student(config: cfg.RunConfig, labels: list[str], reference: AVTransfo
         raise SystemExit(f"student: {exc}") from None
 
 
+def benchmark_build(config: cfg.RunConfig) -> dict | None:
+    """The embedded benchmark's build a run reads (its source pack's recipe and digest), or None for
+    another dataset or a folder without benchmark.json."""
+    path = config.path(config.data_root) / "benchmark.json"
+    if config.dataset != "embedded" or not path.is_file():
+        return None
+    info = json.loads(path.read_text())
+    return {key: info.get(key) for key in ("pack_recipe", "pack_sha256", "seed")}
+
+
+def imagenet_prior(config: cfg.RunConfig, labels: list[str]) -> dict:
+    """The ``imagenet_prior`` override of a teacher built with --imagenet-prior: each label's
+    ImageNet-1k classes, by the embedded benchmark's map (a label is a class name, ``_`` for spaces)."""
+    if not config.imagenet_prior:
+        return {}
+    from training.embedded.imagenet import imagenet_indices
+
+    try:
+        return {"imagenet_prior": tuple(imagenet_indices(label.replace("_", " ")) for label in labels)}
+    except KeyError as exc:
+        raise SystemExit(f"--imagenet-prior: {exc.args[0]}; add it to training/embedded/imagenet.py "
+                         "(IMAGENET_CLASSES or NO_IMAGENET_CLASS)") from None
+
+
 def check_compatible(teacher: AVTransformer, student: AVTransformer, config: cfg.RunConfig) -> Grids:
     """Fail before any compute when the teacher's token grids cannot be pooled to the student's."""
     t, s = teacher.config, student.config
@@ -158,7 +182,8 @@ def build_models_and_data(config: cfg.RunConfig, device) -> Setup:
     else:
         try:
             student = create_model(config.teacher_preset, num_classes=len(run_data.labels),
-                                   labels=tuple(run_data.labels), **config.decoder_overrides())
+                                   labels=tuple(run_data.labels), **config.decoder_overrides(),
+                                   **imagenet_prior(config, run_data.labels))
         except ValueError as exc:
             raise SystemExit(f"teacher: {exc}") from None
         grids = None
@@ -341,6 +366,9 @@ def evaluate_and_write(config: cfg.RunConfig, setup: Setup, folder: RunFolder, m
     if cache is not None:
         result["teacher_cache"] = {"hits": cache.hits, "misses": cache.misses, "gb": round(cache.used / 2**30, 2)}
     result["manifest"] = [b.manifest.report() for b in run_data.bases]
+    build = benchmark_build(config)
+    if build is not None:  # which build of the embedded benchmark the numbers are on
+        result["benchmark"] = build
     # this sitting, and the training of earlier ones (a resumed run's record counts all of its compute)
     result["wall_seconds"] = round(time.time() - started + earlier_seconds, 1)
     folder.write("metrics.json", json.dumps(result, indent=1) + "\n")
