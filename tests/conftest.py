@@ -92,11 +92,38 @@ FREQS = {"animals/dogs/dog": 300, "animals/cows/cow": 500, "animals/cows/cow_whi
          "household/kettle": 1500, "town/signs/xing": 200}
 
 
-def write_sound(path: Path, freq: float, seconds: float = 0.8, silent: bool = False) -> None:
-    """Opus in Ogg for stamps (Tux Paint ships Ogg), FLAC for samples (as sonic-pi does)."""
+def textured_sound(seed: int, seconds: float, rate: int) -> np.ndarray:
+    """A recording-like signal: noise whose spectrum and loudness wander (unlike a steady tone, its
+    fingerprint is its own); one per seed."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    spectrum *= np.interp(freqs, np.linspace(0, rate / 2, 24), rng.uniform(0.1, 1.0, 24))
+    audio = np.fft.irfft(spectrum, n) * np.interp(np.arange(n), np.linspace(0, n, 12), rng.uniform(0.2, 1.0, 12))
+    return (0.5 * audio / np.abs(audio).max()).astype(np.float32)
+
+
+def textured_picture(seed: int, size=(90, 120)) -> np.ndarray:
+    """An RGBA drawing with structure inside its outline (a flat shape's hash is nearly all zeros);
+    one per seed."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+    rgb = np.asarray(Image.fromarray(small).resize(size[::-1], Image.Resampling.BICUBIC))
+    h, w = size
+    yy, xx = np.mgrid[:h, :w]
+    alpha = ((((yy - h / 2) / (h / 2)) ** 2 + ((xx - w / 2) / (w / 2)) ** 2) <= 1).astype(np.uint8) * 255
+    return np.dstack([rgb, alpha])
+
+
+def write_sound(path: Path, freq: float, seconds: float = 0.8, silent: bool = False,
+                audio: np.ndarray | None = None) -> None:
+    """Opus in Ogg for stamps (Tux Paint ships Ogg), FLAC for samples (as sonic-pi does); a tone of
+    ``freq``, silence, or ``audio`` (at the format's rate)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     codec, rate = ("libopus", 48000) if path.suffix == ".ogg" else ("flac", 22050)
-    audio = np.zeros(int(seconds * rate), np.float32) if silent else tone(freq, seconds, rate)
+    if audio is None:
+        audio = np.zeros(int(seconds * rate), np.float32) if silent else tone(freq, seconds, rate)
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=rate)
         stream.layout = "mono"
@@ -150,7 +177,22 @@ def fake_debian_root(root: Path, monkeypatch) -> Path:
     (root / sources.SAMPLES_COPYRIGHT).parent.mkdir(parents=True)
     (root / sources.SAMPLES_COPYRIGHT).write_text(copyright_text)
     fake_catalog(root, monkeypatch)
+    fake_pool_candidates(root)
     return root
+
+
+def fake_pool_candidates(root: Path) -> None:
+    """Files the transfer pool may take (three drawings, a sample) and two it must leave out: a
+    resized copy of an instance's drawing and the next file of an instance's numbered series."""
+    from training.embedded import catalog
+
+    (root / catalog.OPENCLIPART / "objects").mkdir(parents=True)
+    for seed in (5, 6, 7):
+        Image.fromarray(textured_picture(seed), "RGBA").save(root / catalog.OPENCLIPART / f"objects/thing{seed}.png")
+    with Image.open(root / catalog.OPENCLIPART / "animals/dog3.png") as image:
+        image.resize((56, 40)).save(root / catalog.OPENCLIPART / "objects/dog_copy.png")
+    write_sound(root / catalog.LMMS_SAMPLES / "misc/bell01.ogg", 0, audio=textured_sound(3, 1.5, 48000))
+    write_sound(root / catalog.LMMS_SAMPLES / "drums/snare02.ogg", 1950)
 
 
 # ---------------------------------------------------------------- the further instances' packages, small
@@ -325,10 +367,14 @@ def small_bench(tmp_path_factory):
     from training.embedded import build as benchmark
     from training.embedded import sources
 
+    from training.embedded import pool
+
     base = tmp_path_factory.mktemp("small_bench")
     with pytest.MonkeyPatch.context() as mp:
-        pack = sources.save_pack(sources.collect(fake_debian_root(base / "root", mp), progress=False),
-                                 base / "pack.npz")
+        root = fake_debian_root(base / "root", mp)
+        pack = sources.save_pack(sources.collect(root, progress=False), base / "pack.npz")
+        pool.save_pool(pool.collect_pool(root, sources.load_pack(pack), progress=False),
+                       pool.default_pool_path(base))  # beside the pack, where the pool reader looks
     benchmark.build(base / "bench", benchmark.SIZES["small"], 0, pack, benchmark.FORMATS, 1, progress=False)
     return base / "bench"
 

@@ -104,6 +104,9 @@ def test_run_monitor_weights_per_sample_per_fold_or_static():
     # without keys (evaluation) the monitor fitted on every clip answers
     plain = RunMonitor(monitors[0], monitors[1:]).weights(tokens, 1.0)
     assert all(torch.equal(plain[m], monitors[0].weights(tokens, 1.0)[m]) for m in plain)
+    # a sample no probe fitted on (a transfer-pool clip: no key) reads the whole monitor, the others their fold
+    mixed = RunMonitor(monitors[0], monitors[1:]).weights(tokens, 1.0, [None, *keys[1:]])
+    assert all(torch.equal(mixed[m][0], plain[m][0]) and torch.equal(mixed[m][1:], folded[m][1:]) for m in mixed)
     static = RunMonitor(monitors[0], static={"audio": 0.5, "visual": 0.25, "fused": 0.125}).weights(tokens, 1.0, keys)
     assert static["visual"].tolist() == [0.25] * 6 and static["fused"].shape == (6,)
 
@@ -540,3 +543,35 @@ def test_probes_train_to_convergence_and_stop_on_held_out_clips():
     assert len(report["epoch_losses"]) < 200
     for m, r in report["held_out"].items():
         assert r["accuracy"] < 0.4 and r["entropy"] > 0.8 * math.log(classes), (m, r)
+
+
+def test_transfer_pool_clips_teach_through_the_teacher_only(small_bench, teacher_dir, tmp_path):
+    """--transfer-pool N: N unlabelled clips a epoch beside the labelled ones; the class loss reads
+    the labelled samples only, the teacher cache never keeps a pool clip, and the record says so."""
+    import torch.nn.functional as F
+
+    from training.run import config as cfg
+    from training.run.objective import task_losses
+    from training.run.teacher import TeacherCache
+
+    config = cfg.RunConfig(label_smoothing=0.1)
+    logits = torch.randn(4, 3)
+    target = torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 1.0, 0], [0, 0, 0]])
+    labelled = torch.tensor([True, False, True, False])
+    terms = task_losses(config, {"logits": logits}, {"target": target, "labelled": labelled})
+    expected = F.cross_entropy(logits[labelled], target[labelled], label_smoothing=0.1)
+    torch.testing.assert_close(terms["cls"], expected)
+    assert task_losses(config, {"logits": logits}, {"target": target, "labelled": torch.zeros(4, dtype=torch.bool)}
+                       )["cls"] == 0
+    cache = TeacherCache(1.0)
+    cache.put(["a#0", None], {"logits": torch.ones(2, 3)})
+    assert list(cache.store) == ["a#0"] and cache.get([None, "a#0"])[0] is None
+
+    run = tmp_path / "pooled"
+    distill.main(args(small_bench, teacher_dir, run, "--method", "emktd+kd", "--transfer-pool", "4",
+                      "--cache-teacher-gb", "1"))  # one whole epoch: every pool clip is visited
+    start = next(r for r in records(run) if r["type"] == "start")
+    assert start["pool_clips"] == 4 and start["steps_per_epoch"] == -(-(start["train_clips"] + 4) // 4)
+    assert json.loads((run / "metrics.json").read_text())["pool_clips"] == 4
+    fails_fast(["--task", "teacher", "--data-root", str(small_bench), "--out", str(tmp_path / "t"),
+                "--transfer-pool", "4"], "transfer_pool composes unlabelled clips", tmp_path / "t")

@@ -5,6 +5,7 @@
     python -m training.embedded.build pack --out PACK.npz  # the compact source pack alone
     python -m training.embedded.build build --pack PACK.npz --formats s4,ms3   # no apt, no PyAV needed
     python -m training.embedded.build stats --sheet docs/benchmark_sheet.jpg
+    python -m training.embedded.build pool               # the transfer pool (training/embedded/pool.py)
 
 The build writes the same clips in three real layouts under --root:
   vggsound/        vggsound.csv + video/<ytid>_000000.mp4 (H.264 + AAC), every clip
@@ -35,6 +36,7 @@ from training.readers.avsbench import ms3_paths, s4_paths
 from training.readers.common import FormatError, category_dir, read_mask, read_rgb, vggsound_ytid
 
 from . import sources, writers
+from .pool import PoolError
 from .clips import read_clips
 from .synth import MODES, PARTS, SynthConfig, clip_rng, instances_by_class, synthesize
 
@@ -356,6 +358,10 @@ def main(argv=None) -> None:
     p = sub.add_parser("pack", help="write the compact source pack only")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    o = sub.add_parser("pool", help="build (or reuse) the transfer pool pack and say what it holds and left out")
+    o.add_argument("--pack", type=Path, default=None, help="the source pack it is kept apart from (default: cached)")
+    o.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    o.add_argument("--excluded", action="store_true", help="also list every candidate left out, and why")
     s = sub.add_parser("stats", help="print statistics and write a contact sheet")
     s.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     s.add_argument("--sheet", type=Path, default=None, help="write a contact sheet PNG here")
@@ -372,11 +378,18 @@ def main(argv=None) -> None:
                             args.workers, max_classes=SMALL_CLASSES if args.small else None)
             print(f"{args.root}: {dict(summary['clips'])} clips of {summary['classes']} classes "
                   f"in {summary['build_seconds']} s")
+        elif args.command == "pool":
+            from . import pool
+
+            path = pool.ensure_pool(ensure_pack(args.pack, args.cache), args.cache)
+            text = pool.summary(pool.load_pool(path))
+            print(f"{path}: {path.stat().st_size / 2**20:.1f} MB\n"
+                  + (text if args.excluded else text.split("\n", 1)[0]))
         else:
             print(stats(args.root))
             if args.sheet:
                 print(f"contact sheet: {contact_sheet(args.root, args.sheet)}")
-    except (sources.SourceError, FormatError) as exc:
+    except (sources.SourceError, FormatError, PoolError) as exc:
         raise SystemExit(f"error: {exc}") from None
 
 

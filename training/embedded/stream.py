@@ -51,7 +51,7 @@ class StreamReader(Reader):
         summary = json.loads(summary_path.read_text())
         if pack_path is None and summary.get("pack") and Path(summary["pack"]).is_file():
             pack_path = Path(summary["pack"])  # the pack the benchmark was built from, where it still is
-        pack_path = ensure_pack(pack_path)
+        self.pack_path = pack_path = ensure_pack(pack_path)
         self.pack = sources.load_pack(pack_path)
         # A pack rebuilt from the same packages with the same recipe holds the same material
         # (its file differs only in the zip's timestamps), so the recipe and the classes are compared.
@@ -87,3 +87,59 @@ class StreamReader(Reader):
         return {"id": item["id"], "audio": audio, "frames": frames_to_tensor(clip.frames, self.image_size),
                 "masks": masks, "mask_valid": torch.ones(len(ks), dtype=torch.bool),
                 "target": multi_hot(clip.labels, len(self.labels))}
+
+
+POOL_KEY = 0x9001  # keeps the pool's generators apart from the stream's
+
+
+class PoolReader(StreamReader):
+    """``clips`` freshly composed unlabelled clips per epoch from the transfer pool (:mod:`.pool`):
+    the stream's synthesis, with pool pictures as the objects and pool sounds as their sounds
+    (paired at random for each clip), over the benchmark's training backgrounds, distractors
+    and noises.  A clip carries no target and no mask (``mask_valid`` False): a student learns
+    from it through its teacher's outputs only.  Its id names the epoch, as its content changes
+    with it."""
+
+    def __init__(self, root: Path, labels: list[str], fbank: FbankConfig, image_size: int, clips: int, seed: int,
+                 pack_path: Path | None = None, pool_path: Path | None = None):
+        from .pool import PoolError, ensure_pool, load_pool
+
+        super().__init__(root, labels, fbank, image_size, clips, seed, pack_path)
+        try:
+            self.pool = load_pool(pool_path or ensure_pool(self.pack_path))
+        except PoolError as exc:
+            raise FormatError(str(exc)) from None
+        if self.pool.meta.get("pack_recipe") != self.pack.meta.get("recipe"):
+            raise FormatError(f"{pool_path}: a pool pack of another source pack recipe; rebuild it "
+                              "(python -m training.embedded.build pool)")
+        if len(self.pool.pictures) < 3 or not self.pool.sounds:
+            raise FormatError(f"the transfer pool holds {len(self.pool.pictures)} pictures and {len(self.pool.sounds)} "
+                              "sounds; it needs at least 3 and 1")
+        self.manifest = Manifest("pool", rows=clips)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.items = [{"id": f"pool-e{epoch}-{i:06d}", "index": i} for i in range(len(self.items))]
+
+    def clip(self, index: int, frames: list[int] | None = None):
+        rng = np.random.default_rng([self.seed, POOL_KEY, self.epoch, index])
+        mode = MODES[int(rng.choice(len(MODES), p=MODE_WEIGHTS))]
+        pictures = rng.choice(len(self.pool.pictures), size=3, replace=False)
+        sounds = rng.integers(len(self.pool.sounds), size=3)
+        objects = [{"name": self.pool.pictures[p]["origin"], "class": k, "split": "train",
+                    "image": self.pool.pictures[p]["image"], "sound": self.pool.sounds[s]["sound"]}
+                   for k, (p, s) in enumerate(zip(pictures, sounds))]
+        view = sources.Pack(["pool object 1", "pool object 2", "pool object 3"], objects, self.pack.distractors,
+                            self.pack.backgrounds, self.pack.noises, self.pack.meta)
+        return synthesize(view, "train", index, self.seed, self.config, mode=mode, classes=[0, 1, 2], part="seen",
+                          rng=rng, only=frames)
+
+    def load(self, item, frames: list[int] | None = None) -> dict:
+        ks = list(range(self.config.annotated_frames)) if frames is None else frames
+        clip = self.clip(item["index"], ks)
+        audio = audio_fbank(torch.from_numpy(clip.audio), self.config.sample_rate_hz, self.fbank)
+        return {"id": item["id"], "audio": audio, "frames": frames_to_tensor(clip.frames, self.image_size),
+                "masks": torch.zeros(len(ks), 1, self.image_size, self.image_size),
+                "mask_valid": torch.zeros(len(ks), dtype=torch.bool),
+                "target": torch.zeros(len(self.labels))}

@@ -34,7 +34,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "results"
 SETTING = ("task", "method", "kernel", "gamma", "lam", "beta", "student", "student_image_size", "epochs", "dataset",
            "eval_split", "lr", "train_source", "init_from", "audio_augment", "image_augment", "modality_dropout",
            "seg_skip_channels", "seg_visual_taps", "seg_object_logits", "imagenet_prior", "monitor", "monitor_folds",
-           "teacher_preset")
+           "teacher_preset", "transfer_pool")
 CLASSIFICATION_COLUMNS = [("top-1", ("top1",), 100), ("mAP", ("mAP",), 100)]
 
 
@@ -98,7 +98,8 @@ def record(run: Path, name: str, out_dir: Path = RESULTS, evaluation_from: Path 
              "student": _summary(metrics["student"]),
              "teacher": _summary(metrics["teacher"]) if "teacher" in metrics else None,
              **{k: metrics.get(k) for k in ("hardware", "world_size", "train_seconds", "wall_seconds", "train_clips",
-                                             "student_parameters", "teacher_parameters", "manifest", "probes", "benchmark")}}
+                                             "student_parameters", "teacher_parameters", "manifest", "probes", "benchmark",
+                                             "pool_clips")}}
     probes = RunFolder(run, 0).probes()
     if probes:  # all the log keeps of them (records before PROBE_REPORT grew kept less in metrics.json)
         entry["probes"] = probes
@@ -276,7 +277,9 @@ def _labels(c: dict) -> tuple[str, str]:
     monitor = [f"{_monitor_kind(c)} monitor"] if (entry is not None and entry.uses_monitor and (
         c.get("monitor") or c.get("monitor_folds"))) else []  # the plain monitor goes unnamed
     beta = [f"β={_beta(c):g}"] if entry is not None and entry.term is not None and _beta(c) is not None else []
-    return label, ", ".join([f"{method}{lam}", *beta, *monitor, *_decoder(c), f"lr {c['lr']:g}", f"{c['epochs']} ep"])
+    pool = [f"transfer pool {c['transfer_pool']}"] if c.get("transfer_pool") else []
+    return label, ", ".join([f"{method}{lam}", *beta, *monitor, *_decoder(c), *pool, f"lr {c['lr']:g}",
+                             f"{c['epochs']} ep"])
 
 
 def _decoder(c: dict) -> list[str]:

@@ -113,6 +113,10 @@ class RunConfig:
                            "composed clips from the embedded benchmark's train-side material",
                            choices=("fixed", "stream"))
     stream_clips: int = _f(2400, "stream: clips per epoch (each epoch composes new ones)", minimum=1)
+    transfer_pool: int = _f(0, "distill: also train on this many unlabelled clips per epoch, composed afresh from the "
+                            "transfer pool (training/embedded/pool.py), with the teacher's targets only (KD and the "
+                            "method's token term); 0: the labelled training clips only (the paper's protocol)",
+                            minimum=0)
     init_from: str | None = _f(None, "teacher: a model folder whose weights start the training (fine-tuning)")
     frames_per_clip: int = _f(5, "annotated frames each training clip offers (one drawn per visit)", minimum=1)
     max_train_clips: int | None = _f(None, "use at most this many clips of each training part (quick runs)",
@@ -284,6 +288,12 @@ def validate(config: RunConfig) -> None:
     if config.train_source == "stream" and (config.dataset != "embedded" or config.task != "teacher"):
         problems.append("train_source stream composes clips of the embedded benchmark to pretrain a teacher: use it "
                         "with --dataset embedded --task teacher (students learn from the fixed train split)")
+    if config.transfer_pool and (config.dataset != "embedded" or config.task != "distill" or config.method == "none"):
+        problems.append("transfer_pool composes unlabelled clips of the embedded benchmark's pool, which only a "
+                        "teacher's targets can teach: use it with --dataset embedded --task distill and a method "
+                        "other than none")
+    if config.transfer_pool and config.mixup:
+        problems.append("mixup mixes class targets, which transfer-pool clips do not have: use one or the other")
     if config.init_from and config.task != "teacher":
         problems.append("init_from starts a teacher's training from saved weights: use it with --task teacher")
     if config.fill_teacher_cache and not config.teacher_cache_dir:

@@ -29,9 +29,37 @@ class RunData:
     bases: list  # the underlying datasets (their manifests)
 
     clip_cache: str = ""  # where decoded clips are kept, and which parts decode every time
+    pool: "FrameVisits | None" = None  # unlabelled clips (the transfer pool), teacher targets only
 
     def report(self) -> list[str]:
         return [base.manifest.report() for base in self.bases] + ([self.clip_cache] if self.clip_cache else [])
+
+    @property
+    def fitting(self) -> torch.utils.data.Dataset:
+        """What a run trains on: the labelled training clips, and the pool's after them."""
+        return self.train if self.pool is None else WithPool(self.train, self.pool)
+
+
+class WithPool(torch.utils.data.Dataset):
+    """The labelled training visits, then the pool's; every sample says which it is (``labelled``),
+    so that the task losses read only the labelled ones and the teacher cache keeps only theirs."""
+
+    def __init__(self, train: "FrameVisits", pool: "FrameVisits"):
+        self.train, self.pool = train, pool
+
+    def set_epoch(self, epoch: int) -> None:
+        self.train.set_epoch(epoch)
+        self.pool.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.train) + len(self.pool)
+
+    def __getitem__(self, index: int) -> dict:
+        labelled = index < len(self.train)
+        sample = self.train[index] if labelled else self.pool[index - len(self.train)]
+        if "error" not in sample:
+            sample["labelled"] = torch.tensor(labelled)
+        return sample
 
 
 class Concat(torch.utils.data.Dataset):
@@ -127,9 +155,13 @@ def build(config: RunConfig, audio_frames: int, num_mel_bins: int, image_size: i
         if len(reader) == 0:
             raise FormatError(f"{reader.manifest.name}: no usable clips ({reader.manifest.report()})")
     train = Concat([r for _, r in parts.train], [n for n, _ in parts.train])
+    pool = None
+    if parts.pool is not None:
+        pool = FrameVisits(Concat([parts.pool], ["pool"]), config.frames_per_clip, config.seed + 1)
+        readers.append(parts.pool)
     return RunData(parts.labels, FrameVisits(train, config.frames_per_clip, config.seed),
                    Concat([r for _, r in parts.eval], [n for n, _ in parts.eval]), readers,
-                   _use_clip_cache(config, readers))
+                   _use_clip_cache(config, readers), pool)
 
 
 def _use_clip_cache(config: RunConfig, readers: list) -> str:

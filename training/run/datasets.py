@@ -25,6 +25,7 @@ class Parts:
     labels: list[str]
     train: list[tuple[str, object]]
     eval: list[tuple[str, object]]
+    pool: object | None = None  # unlabelled clips trained on with teacher targets only (--transfer-pool)
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,12 @@ def _embedded(config, fbank, image_size) -> Parts:
         from training.embedded.stream import StreamReader
 
         train = [("stream", StreamReader(root, labels, fbank, image_size, config.stream_clips, config.seed))]
-    return Parts(labels, train, split(config.eval_split, config.max_eval_clips))
+    pool = None
+    if config.transfer_pool:
+        from training.embedded.stream import PoolReader
+
+        pool = PoolReader(root, labels, fbank, image_size, config.transfer_pool, config.seed)
+    return Parts(labels, train, split(config.eval_split, config.max_eval_clips), pool)
 
 
 def _embedded_field(name: str, default: str | None = None):

@@ -82,8 +82,11 @@ def step_losses(fit: Fit, batch: dict) -> tuple[torch.Tensor, dict, dict | None]
         t = None
         if fit.teacher is not None and config.method != "none":  # without distillation the teacher idles
             # an augmented batch is not what the cache holds: the teacher sees it afresh
+            keys = batch["key"]
+            if "labelled" in batch:  # transfer-pool clips are new every epoch: never cached, no fold
+                keys = [k if labelled else None for k, labelled in zip(keys, batch["labelled"].tolist())]
             t = teacher_outputs(fit.teacher, fit.monitor, batch["audio"], batch["frames"], config.lam,
-                                batch["key"], None if augmented else fit.cache)
+                                keys, None if augmented else fit.cache)
         size = unwrap(fit.trainee).student.config.image_size
         s = fit.trainee(batch["audio"], student_frames(batch["frames"], size))
         terms = task_losses(config, s, batch)

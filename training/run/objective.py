@@ -52,8 +52,13 @@ def task_losses(config: RunConfig, s: dict, batch: dict) -> dict[str, torch.Tens
     smoothing), and per-pixel BCE on the annotated frames' masks."""
     terms = {}
     if config.objective in ("multitask", "classification"):
-        target = batch["target"] / batch["target"].sum(dim=1, keepdim=True).clamp_min(1e-8)
-        terms["cls"] = F.cross_entropy(s["logits"].float(), target, label_smoothing=config.label_smoothing)
+        labelled = batch.get("labelled")  # a batch with transfer-pool clips: only labelled ones have targets
+        logits, target = s["logits"].float(), batch["target"]
+        if labelled is not None:
+            logits, target = logits[labelled], target[labelled]
+        target = target / target.sum(dim=1, keepdim=True).clamp_min(1e-8)
+        terms["cls"] = (F.cross_entropy(logits, target, label_smoothing=config.label_smoothing) if len(target)
+                        else s["logits"].sum() * 0.0)
     if config.objective in ("multitask", "segmentation") and "masks" in s and "masks" in batch:
         valid = batch["mask_valid"]
         if valid.any():

@@ -313,20 +313,22 @@ def fit(config: cfg.RunConfig, setup: Setup, folder: RunFolder, monitor, cache, 
                                 "state": asdict(saved), "generator": generator.get_state(),
                                 "architecture": setup.student.config.to_dict()})
 
-    sampler = data.ResumableSampler(len(setup.data.train), config.seed)
+    fitting = setup.data.fitting  # the labelled training clips, then the transfer pool's (if any)
+    sampler = data.ResumableSampler(len(fitting), config.seed)
     steps_per_epoch = math.ceil(len(sampler.indices()) / config.batch_size)
     bar = tqdm(total=steps_per_epoch * config.epochs, initial=state.global_step, smoothing=0.05,
                desc=f"distill {config.method}" if setup.teacher is not None else "train teacher", disable=not progress)
     folder.log({"type": "start", "resumed_at": state.global_step if config.resume else None, "world_size": world_size,
                 "backend": backend(), "device": hardware(device), "train_clips": len(setup.data.train),
+                "pool_clips": len(setup.data.pool) if setup.data.pool is not None else 0,
                 "eval_clips": len(setup.data.eval), "steps_per_epoch": steps_per_epoch})
     run = Fit(config, model, setup.teacher, monitor, setup.grids, optimizer, generator, device, cache, folder.log,
               checkpoint, bar)
     started, finished = time.time(), True
     while state.epoch < config.epochs:
-        setup.data.train.set_epoch(state.epoch)
+        fitting.set_epoch(state.epoch)
         sampler.set_position(state.epoch, state.step_in_epoch, config.batch_size)
-        finished = train_one_epoch(run, data.loader(setup.data.train, config.batch_size, sampler, config.workers), state)
+        finished = train_one_epoch(run, data.loader(fitting, config.batch_size, sampler, config.workers), state)
         if not finished:
             break
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
@@ -352,7 +354,8 @@ def evaluate_and_write(config: cfg.RunConfig, setup: Setup, folder: RunFolder, m
     result = {"task": config.task, "method": config.method, "dataset": config.dataset,
               "hardware": hardware(device), "world_size": world()[1],
               "train_seconds": round(train_seconds, 1), "labels": len(run_data.labels),
-              "train_clips": len(run_data.train), "student_parameters": student.num_parameters()}
+              "train_clips": len(run_data.train), "student_parameters": student.num_parameters(),
+              "pool_clips": len(run_data.pool) if run_data.pool is not None else 0}
     if teacher is not None:
         result["teacher_parameters"] = teacher.num_parameters()
         if config.eval_teacher:

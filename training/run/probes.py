@@ -53,10 +53,13 @@ class RunMonitor(nn.Module):
         if self.static is not None:
             return {m: torch.full((t.shape[0],), self.static[m], device=t.device) for m, t in tokens.items()
                     if t is not None}
-        if len(self.folds) and keys is not None:
-            each = [fold.weights(tokens, lam) for fold in self.folds]
+        if len(self.folds) and keys is not None and any(k is not None for k in keys):
+            # fold k's probes for a training sample of fold k; the whole monitor for a sample
+            # no probe fitted on (a None key: a transfer-pool clip), as for evaluation
+            each = [fold.weights(tokens, lam) for fold in self.folds] + [self.monitor.weights(tokens, lam)]
             device = next(iter(each[0].values())).device
-            pick = torch.tensor([fold_of(k, len(self.folds)) for k in keys], device=device)[:, None]
+            pick = torch.tensor([fold_of(k, len(self.folds)) if k is not None else len(self.folds) for k in keys],
+                                device=device)[:, None]
             return {m: torch.stack([w[m] for w in each], dim=1).gather(1, pick).squeeze(1) for m in each[0]}
         return self.monitor.weights(tokens, lam)
 

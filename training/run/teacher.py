@@ -95,18 +95,22 @@ class TeacherCache:
     def has(self, key: str) -> bool:
         return key in self.store or (self.folder is not None and self._path(key).is_file())
 
-    def get(self, keys: list[str]) -> list[dict[str, torch.Tensor] | None]:
-        found = [self.store.get(k) for k in keys]
+    def get(self, keys: list[str | None]) -> list[dict[str, torch.Tensor] | None]:
+        """The cached outputs of ``keys``; None for a key not cached, and for a None key (a sample
+        that is never cached: a transfer-pool clip, new every epoch)."""
+        found = [self.store.get(k) if k is not None else None for k in keys]
         if self.folder is not None:
-            found = [f if f is not None else self._load(k) for f, k in zip(found, keys)]
+            found = [f if f is not None or k is None else self._load(k) for f, k in zip(found, keys)]
         hits = sum(f is not None for f in found)
-        self.hits, self.misses = self.hits + hits, self.misses + len(keys) - hits
+        self.hits, self.misses = self.hits + hits, self.misses + sum(k is not None for k in keys) - hits
         return found
 
-    def put(self, keys: list[str], values: dict[str, torch.Tensor]) -> None:
+    def put(self, keys: list[str | None], values: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save_file
 
         for i, key in enumerate(keys):
+            if key is None:
+                continue
             entry = {name: v[i].detach().to("cpu", torch.float16).contiguous() for name, v in values.items()}
             if self.folder is not None:
                 path = self._path(key)
