@@ -575,3 +575,27 @@ def test_transfer_pool_clips_teach_through_the_teacher_only(small_bench, teacher
     assert json.loads((run / "metrics.json").read_text())["pool_clips"] == 4
     fails_fast(["--task", "teacher", "--data-root", str(small_bench), "--out", str(tmp_path / "t"),
                 "--transfer-pool", "4"], "transfer_pool composes unlabelled clips", tmp_path / "t")
+
+
+def test_the_contrastive_term_pairs_each_clip_s_sound_with_its_picture(small_bench, tmp_path):
+    """--contrastive W: CAV-MAE's InfoNCE between a clip's pooled audio and visual tokens; it needs no
+    label, so a teacher can also learn from transfer-pool clips through it."""
+    from training.run.objective import contrastive_loss
+
+    torch.manual_seed(0)
+    audio = torch.randn(6, 5, 16)
+    matched = contrastive_loss(audio, audio.clone())
+    shuffled = contrastive_loss(audio, audio[torch.tensor([1, 2, 3, 4, 5, 0])])
+    assert matched < 0.1 < shuffled
+    # samples that lost a modality sit out; fewer than two taking part give zero
+    paired = torch.tensor([True, True, False, False, False, False])
+    torch.testing.assert_close(contrastive_loss(audio, audio[torch.tensor([1, 0, 2, 3, 4, 5])], paired),
+                               contrastive_loss(audio[:2], audio[torch.tensor([1, 0])]))
+    assert contrastive_loss(audio, audio, torch.tensor([True] + [False] * 5)) == 0
+    run = tmp_path / "contrast"
+    distill.main(["--task", "teacher", "--data-root", str(small_bench), "--out", str(run), "--epochs", "1",
+                  "--batch-size", "4", "--log-every", "1", "--workers", "0", "--contrastive", "0.5",
+                  "--transfer-pool", "4", "--modality-dropout", "0.3"])
+    steps = [r for r in records(run) if r["type"] == "train"]
+    assert steps and all(r["contrast"] > 0 for r in steps)
+    assert json.loads((run / "metrics.json").read_text())["pool_clips"] == 4

@@ -34,7 +34,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "results"
 SETTING = ("task", "method", "kernel", "gamma", "lam", "beta", "student", "student_image_size", "epochs", "dataset",
            "eval_split", "lr", "train_source", "init_from", "audio_augment", "image_augment", "modality_dropout",
            "seg_skip_channels", "seg_visual_taps", "seg_object_logits", "imagenet_prior", "monitor", "monitor_folds",
-           "teacher_preset", "transfer_pool")
+           "teacher_preset", "transfer_pool", "contrastive")
 CLASSIFICATION_COLUMNS = [("top-1", ("top1",), 100), ("mAP", ("mAP",), 100)]
 
 
@@ -267,7 +267,7 @@ def _labels(c: dict) -> tuple[str, str]:
                    ("modality_dropout", "modality dropout")) if c.get(key)]
         preset = c.get("teacher_preset")  # named where the run built it (records before the field: unnamed)
         model = f"teacher ({preset})" if preset and not c.get("init_from") else "teacher"
-        return model, ", ".join([how, *options, *_decoder(c), f"lr {c['lr']:g}", f"{c['epochs']} ep"])
+        return model, ", ".join([how, *options, *_decoder(c), *_unlabelled(c), f"lr {c['lr']:g}", f"{c['epochs']} ep"])
     label = c["student"] + (f" @{c['student_image_size']}px" if c.get("student_image_size") else "")
     kernel = {"rbf": f"rbf, γ={c.get('gamma')}", "poly": f"poly, d={c.get('degree')}, c={c.get('coef0')}",
               "linear": "linear"}.get(c.get("kernel"), c.get("kernel"))
@@ -277,9 +277,14 @@ def _labels(c: dict) -> tuple[str, str]:
     monitor = [f"{_monitor_kind(c)} monitor"] if (entry is not None and entry.uses_monitor and (
         c.get("monitor") or c.get("monitor_folds"))) else []  # the plain monitor goes unnamed
     beta = [f"β={_beta(c):g}"] if entry is not None and entry.term is not None and _beta(c) is not None else []
-    pool = [f"transfer pool {c['transfer_pool']}"] if c.get("transfer_pool") else []
-    return label, ", ".join([f"{method}{lam}", *beta, *monitor, *_decoder(c), *pool, f"lr {c['lr']:g}",
+    return label, ", ".join([f"{method}{lam}", *beta, *monitor, *_decoder(c), *_unlabelled(c), f"lr {c['lr']:g}",
                              f"{c['epochs']} ep"])
+
+
+def _unlabelled(c: dict) -> list[str]:
+    """What a run learnt without labels, as row-label parts: the contrastive term, the transfer pool."""
+    return (([f"contrastive {c['contrastive']:g}"] if c.get("contrastive") else [])
+            + ([f"transfer pool {c['transfer_pool']}"] if c.get("transfer_pool") else []))
 
 
 def _decoder(c: dict) -> list[str]:

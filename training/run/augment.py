@@ -141,6 +141,7 @@ def modality_dropout(batch: dict, p: float, generator: torch.Generator) -> None:
     batch["frames"] = torch.where(no_picture.view(b, 1, 1, 1), torch.zeros_like(batch["frames"]), batch["frames"])
     if "mask_valid" in batch:
         batch["mask_valid"] = batch["mask_valid"] & ~no_picture.view(-1, *([1] * (batch["mask_valid"].ndim - 1)))
+    batch["paired"] = batch.get("paired", torch.ones(b, dtype=torch.bool, device=dev)) & ~(no_audio | no_picture)
 
 
 def augment(config: RunConfig, batch: dict, generator: torch.Generator) -> bool:

@@ -113,6 +113,10 @@ class RunConfig:
                            "composed clips from the embedded benchmark's train-side material",
                            choices=("fixed", "stream"))
     stream_clips: int = _f(2400, "stream: clips per epoch (each epoch composes new ones)", minimum=1)
+    contrastive: float = _f(0.0, "weight of CAV-MAE's audio-visual contrastive term: InfoNCE between each clip's "
+                                 "mean-pooled audio tokens and its visual tokens against the batch's other clips "
+                                 "(temperature 0.05); it needs no label, so it also reads transfer-pool clips",
+                            minimum=0.0)
     transfer_pool: int = _f(0, "distill: also train on this many unlabelled clips per epoch, composed afresh from the "
                             "transfer pool (training/embedded/pool.py), with the teacher's targets only (KD and the "
                             "method's token term); 0: the labelled training clips only (the paper's protocol)",
@@ -288,10 +292,11 @@ def validate(config: RunConfig) -> None:
     if config.train_source == "stream" and (config.dataset != "embedded" or config.task != "teacher"):
         problems.append("train_source stream composes clips of the embedded benchmark to pretrain a teacher: use it "
                         "with --dataset embedded --task teacher (students learn from the fixed train split)")
-    if config.transfer_pool and (config.dataset != "embedded" or config.task != "distill" or config.method == "none"):
+    taught = (config.task == "distill" and config.method != "none") or (config.task == "teacher" and config.contrastive)
+    if config.transfer_pool and (config.dataset != "embedded" or not taught):
         problems.append("transfer_pool composes unlabelled clips of the embedded benchmark's pool, which only a "
-                        "teacher's targets can teach: use it with --dataset embedded --task distill and a method "
-                        "other than none")
+                        "teacher's targets (--task distill, a method other than none) or the contrastive term "
+                        "(--task teacher --contrastive W) can teach: use it with --dataset embedded and one of them")
     if config.transfer_pool and config.mixup:
         problems.append("mixup mixes class targets, which transfer-pool clips do not have: use one or the other")
     if config.init_from and config.task != "teacher":

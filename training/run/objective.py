@@ -59,6 +59,8 @@ def task_losses(config: RunConfig, s: dict, batch: dict) -> dict[str, torch.Tens
         target = target / target.sum(dim=1, keepdim=True).clamp_min(1e-8)
         terms["cls"] = (F.cross_entropy(logits, target, label_smoothing=config.label_smoothing) if len(target)
                         else s["logits"].sum() * 0.0)
+    if config.contrastive and s.get("audio") is not None and s.get("visual") is not None:
+        terms["contrast"] = contrastive_loss(s["audio"], s["visual"], batch.get("paired"))
     if config.objective in ("multitask", "segmentation") and "masks" in s and "masks" in batch:
         valid = batch["mask_valid"]
         if valid.any():
@@ -68,6 +70,23 @@ def task_losses(config: RunConfig, s: dict, batch: dict) -> dict[str, torch.Tens
         else:
             terms["seg"] = s["masks"].sum() * 0.0
     return terms
+
+
+CONTRASTIVE_TEMPERATURE = 0.05  # CAV-MAE's (Gong et al., ICLR 2023)
+
+
+def contrastive_loss(audio: torch.Tensor, visual: torch.Tensor, paired: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE between each sample's mean-pooled audio tokens and its visual tokens, the
+    batch's other samples the negatives; samples that lost a modality (``paired`` False) sit out.
+    Zero (with the graph) when fewer than two samples take part."""
+    a, v = audio.float().mean(dim=1), visual.float().mean(dim=1)
+    if paired is not None:
+        a, v = a[paired], v[paired]
+    if a.shape[0] < 2:
+        return audio.sum() * 0.0 + visual.sum() * 0.0
+    logits = F.normalize(a, dim=-1) @ F.normalize(v, dim=-1).t() / CONTRASTIVE_TEMPERATURE
+    target = torch.arange(a.shape[0], device=a.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
 
 
 def distill_terms(config: RunConfig, t: dict, s: dict, grids: Grids) -> dict[str, torch.Tensor]:
@@ -90,4 +109,6 @@ def total_loss(config: RunConfig, terms: dict[str, torch.Tensor]) -> torch.Tenso
     total = sum(terms[k] for k in ("cls", "seg", "distill") if k in terms)
     if "kd" in terms:
         total = total + config.kd_weight * terms["kd"]
+    if "contrast" in terms:
+        total = total + config.contrastive * terms["contrast"]
     return total
