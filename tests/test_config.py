@@ -177,3 +177,14 @@ def test_a_run_names_the_benchmark_build_it_read(tmp_path):
                                                          "clips": {}}))
     assert pipeline.benchmark_build(config) == {"pack_recipe": "abc", "pack_sha256": "f00", "seed": 0}
     assert pipeline.benchmark_build(cfg.RunConfig(data_root=str(tmp_path), dataset="vggsound")) is None
+
+
+def test_the_two_protocols_differ_in_the_transfer_pool_only(tmp_path):
+    from dataclasses import asdict
+
+    from training.experiments import protocols
+
+    paper, pool = (asdict(cfg.from_args(protocols.run_args(name, tmp_path))) for name in ("paper", "pool"))
+    differ = {k for k in paper if paper[k] != pool[k]}
+    assert differ == {"transfer_pool", "out"} and paper["transfer_pool"] == 0 < pool["transfer_pool"]
+    assert paper["eval_split"] == "val" and paper["teacher"] == "weights/teacher"
