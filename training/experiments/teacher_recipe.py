@@ -40,6 +40,12 @@ strides 8, 4 and 2; the class also read from the tokens under the predicted mask
 and both with the ImageNet prior on the class logits (``--imagenet-prior``: each class's logit
 gains the log-probability that the backbone's own ImageNet classifier gives its ImageNet classes,
 by the map in training/embedded/imagenet.py), and records each on val.
+
+    python -m training.experiments.teacher_recipe --audio       # learning without labels, on val
+
+runs the last two's schedule (the backbone, both decoder additions) with CAV-MAE's audio-visual
+contrastive term (``--contrastive 0.1``), on the labelled clips and on them plus 2400 fresh
+transfer-pool clips every epoch, and records each on val.
 """
 
 from __future__ import annotations
@@ -94,6 +100,16 @@ FROM_SCRATCH: dict[str, list[str]] = {  # name: arguments added
                                                               "--imagenet-prior", "true"],
 }
 
+# What the audio branch may learn without labels, on the backbone teacher with both decoder
+# additions: CAV-MAE's audio-visual contrastive term on the labelled clips, and on them plus
+# fresh transfer-pool clips every epoch (whose sounds no labelled clip holds).
+WITH_BOTH = [*IMAGENET, "--seg-skip-channels", "16", "--seg-object-logits", "true"]
+AUDIO: dict[str, list[str]] = {
+    "scratch-imagenet-backbone-pyramid-object-logits-contrastive": [*WITH_BOTH, "--contrastive", "0.1"],
+    "scratch-imagenet-backbone-pyramid-object-logits-contrastive-pool": [*WITH_BOTH, "--contrastive", "0.1",
+                                                                         "--transfer-pool", "2400"],
+}
+
 
 def ablated(args: list[str], flag: str, value: str | None) -> list[str]:
     i = args.index(flag)
@@ -106,8 +122,9 @@ def stage_args(name: str, root: Path) -> list[str]:
         args = [*ablated(finetune, *ABLATIONS[name]), "--out", str(root / name)]
     elif name in VARIANTS:
         args = [*finetune, *VARIANTS[name], "--out", str(root / name)]
-    elif name in FROM_SCRATCH:
-        args = [*ablated(finetune, "--init-from", None), *FROM_SCRATCH[name], "--out", str(root / name)]
+    elif name in FROM_SCRATCH or name in AUDIO:
+        added = FROM_SCRATCH[name] if name in FROM_SCRATCH else AUDIO[name]
+        args = [*ablated(finetune, "--init-from", None), *added, "--out", str(root / name)]
     else:
         args = [*(finetune if name == "finetune" else [*COMMON, *STAGES[name]]), "--out", str(root / name)]
     if (root / name / "checkpoints" / "last.pt").is_file():
@@ -134,10 +151,12 @@ def main(argv=None) -> None:
     p.add_argument("--variants", action="store_true", help="measure candidate additions on val (see above)")
     p.add_argument("--backbone", action="store_true",
                    help="measure the ImageNet-pretrained visual backbone on val, both runs from scratch (see above)")
+    p.add_argument("--audio", action="store_true",
+                   help="measure the contrastive term, without and with the transfer pool, on val (see above)")
     args = p.parse_args(argv)
     root = args.root.resolve()  # the runs check and the runs write one place, whatever the working directory
-    if args.backbone:
-        return compare(root, FROM_SCRATCH, args.list, with_recipe=False)
+    if args.backbone or args.audio:
+        return compare(root, FROM_SCRATCH if args.backbone else AUDIO, args.list, with_recipe=False)
     if args.ablations or args.variants:
         return compare(root, ABLATIONS if args.ablations else VARIANTS, args.list)
     show_plan(STAGES, root)
