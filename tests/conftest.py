@@ -266,10 +266,18 @@ def write_sf2(path: Path, notes: dict[str, tuple[float, int]], rate: int = 22050
         headers += struct.pack("<20sIIIIIBbHH", name.encode(), start, end, start + 100, end - 100, rate, key, 0, 0, 1)
     headers += struct.pack("<20sIIIIIBbHH", b"EOS", 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
+    write_soundfont(path, pcm, headers)
+
+
+def write_soundfont(path: Path, sample_data: bytes, headers: bytes) -> None:
+    """The RIFF file of a SoundFont: its sample data (smpl) and its sample headers (shdr)."""
+    import struct
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return kind + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
 
-    body = b"sfbk" + chunk(b"LIST", b"sdta" + chunk(b"smpl", pcm)) + chunk(b"LIST", b"pdta" + chunk(b"shdr", headers))
+    body = (b"sfbk" + chunk(b"LIST", b"sdta" + chunk(b"smpl", sample_data))
+            + chunk(b"LIST", b"pdta" + chunk(b"shdr", headers)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
 
@@ -288,12 +296,7 @@ def write_sf3(path: Path, notes: dict[str, tuple[float, int]], scratch: Path) ->
         headers += struct.pack("<20sIIIIIBbHH", name.encode(), start, end, 2000, 12000, 48000, key, 0, 0, 0x11)
     headers += struct.pack("<20sIIIIIBbHH", b"EOS", 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return kind + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
-
-    body = b"sfbk" + chunk(b"LIST", b"sdta" + chunk(b"smpl", data)) + chunk(b"LIST", b"pdta" + chunk(b"shdr", headers))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    write_soundfont(path, data, headers)
 
 
 def write_sound_catalogue(path: Path, sounds: dict[str, float], rate: int = 11025) -> None:

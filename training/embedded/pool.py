@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 import tempfile
 import warnings
@@ -51,7 +50,6 @@ from pathlib import Path
 import numpy as np
 
 from emktd.features import SAMPLE_RATE_HZ
-from emktd.files import atomic_path
 
 from . import catalog, sources
 
@@ -387,35 +385,18 @@ def collect_pool(root: Path, pack: sources.Pack, progress: bool = True) -> Pool:
 
 def save_pool(pool: Pool, path: Path) -> Path:
     """One compressed ``.npz`` of plain arrays (loadable with ``allow_pickle=False``)."""
-    from .sources import _concat, _to_pcm
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    arrays["sound_pcm"], arrays["sound_pcm_offsets"] = _concat([_to_pcm(s["sound"]) for s in pool.sounds])
-    arrays["picture_rgba"], arrays["picture_rgba_offsets"] = _concat([p["image"] for p in pool.pictures])
-    arrays["picture_shapes"] = np.array([p["image"].shape[:2] for p in pool.pictures], dtype=np.int32).reshape(-1, 2)
+    arrays: dict[str, np.ndarray] = {}
+    sources.pack_sounds(arrays, "sound", [s["sound"] for s in pool.sounds])
+    sources.pack_pictures(arrays, "picture", [p["image"] for p in pool.pictures])
     meta = {**pool.meta, "pictures": [p["origin"] for p in pool.pictures], "sounds": [s["origin"] for s in pool.sounds],
             "excluded": pool.excluded}
-    arrays["meta_json"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
-    with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, **arrays)
-    return path
+    return sources.write_arrays(path, arrays, meta)
 
 
 def load_pool(path: Path) -> Pool:
-    path = Path(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-        meta = json.loads(data["meta_json"].tobytes().decode())
-    except (OSError, ValueError, KeyError) as exc:
-        raise PoolError(f"{path}: not a pool pack written by `python -m training.embedded.build pool` ({exc})") from None
-    pcm, offsets = data["sound_pcm"], data["sound_pcm_offsets"]
-    sounds = [{"origin": o, "sound": pcm[a:b].astype(np.float32) / 32768.0}
-              for o, a, b in zip(meta["sounds"], offsets[:-1], offsets[1:])]
-    flat, offs, shapes = data["picture_rgba"], data["picture_rgba_offsets"], data["picture_shapes"]
-    pictures = [{"origin": o, "image": flat[a:b].reshape(h, w, 4)}
-                for o, a, b, (h, w) in zip(meta["pictures"], offs[:-1], offs[1:], shapes)]
+    data, meta = sources.read_arrays(path, PoolError, "python -m training.embedded.build pool", "pool pack")
+    sounds = [{"origin": o, "sound": s} for o, s in zip(meta["sounds"], sources.unpack_sounds(data, "sound"))]
+    pictures = [{"origin": o, "image": im} for o, im in zip(meta["pictures"], sources.unpack_pictures(data, "picture"))]
     core = {k: v for k, v in meta.items() if k not in ("pictures", "sounds", "excluded")}
     return Pool(pictures, sounds, meta["excluded"], core)
 

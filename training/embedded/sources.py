@@ -429,17 +429,55 @@ def _concat(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return flat, offsets
 
 
-def save_pack(pack: Pack, path: Path) -> Path:
-    """Write the pack as one compressed ``.npz`` of plain arrays (loadable with ``allow_pickle=False``)."""
+def pack_sounds(arrays: dict, group: str, sounds: list[np.ndarray]) -> None:
+    """Store ``sounds`` (float, peak-normalised to int16) as ``<group>_pcm`` and its offsets."""
+    arrays[f"{group}_pcm"], arrays[f"{group}_pcm_offsets"] = _concat([_to_pcm(sound) for sound in sounds])
+
+
+def pack_pictures(arrays: dict, group: str, pictures: list[np.ndarray]) -> None:
+    """Store RGBA ``pictures`` as ``<group>_rgba``, its offsets and ``<group>_shapes``."""
+    arrays[f"{group}_rgba"], arrays[f"{group}_rgba_offsets"] = _concat(pictures)
+    arrays[f"{group}_shapes"] = np.array([p.shape[:2] for p in pictures], dtype=np.int32).reshape(-1, 2)
+
+
+def write_arrays(path: Path, arrays: dict, meta: dict) -> Path:
+    """One compressed ``.npz`` of plain arrays and a JSON ``meta`` (loadable with ``allow_pickle=False``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {**arrays, "meta_json": np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)}
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
+    return path
+
+
+def read_arrays(path: Path, error: type[Exception], command: str, what: str) -> tuple:
+    """``(arrays, meta)`` of a file :func:`write_arrays` wrote; when the file is not one, ``error``
+    says it is not ``what`` the ``command`` writes."""
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+        return data, json.loads(data["meta_json"].tobytes().decode())
+    except (OSError, ValueError, KeyError) as exc:
+        raise error(f"{path}: not a {what} written by `{command}` ({exc})") from None
+
+
+def unpack_sounds(data, group: str) -> list[np.ndarray]:
+    pcm, offsets = data[f"{group}_pcm"], data[f"{group}_pcm_offsets"]
+    return [pcm[a:b].astype(np.float32) / 32768.0 for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def unpack_pictures(data, group: str) -> list[np.ndarray]:
+    flat, offsets, shapes = data[f"{group}_rgba"], data[f"{group}_rgba_offsets"], data[f"{group}_shapes"]
+    return [flat[a:b].reshape(h, w, 4) for (a, b), (h, w) in zip(zip(offsets[:-1], offsets[1:]), shapes)]
+
+
+def save_pack(pack: Pack, path: Path) -> Path:
+    """Write the pack as one compressed ``.npz`` of plain arrays (loadable with ``allow_pickle=False``)."""
     arrays: dict[str, np.ndarray] = {}
-    for group, sound_key in (("stamp", "sound"), ("noise", "sound")):
-        items = pack.stamps if group == "stamp" else pack.noises
-        arrays[f"{group}_pcm"], arrays[f"{group}_pcm_offsets"] = _concat([_to_pcm(i[sound_key]) for i in items])
-    for group, items in (("stamp", pack.stamps), ("distractor", pack.distractors)):
-        arrays[f"{group}_rgba"], arrays[f"{group}_rgba_offsets"] = _concat([i["image"] for i in items])
-        arrays[f"{group}_shapes"] = np.array([i["image"].shape[:2] for i in items], dtype=np.int32)
+    pack_sounds(arrays, "stamp", [i["sound"] for i in pack.stamps])
+    pack_sounds(arrays, "noise", [i["sound"] for i in pack.noises])
+    pack_pictures(arrays, "stamp", [i["image"] for i in pack.stamps])
+    pack_pictures(arrays, "distractor", [i["image"] for i in pack.distractors])
     arrays["background_rgb"] = np.stack([b["image"] for b in pack.backgrounds])
     meta = dict(pack.meta)
     meta["stamps"] = [{"name": s["name"], "class": s["class"], "split": s.get("split", "train"),
@@ -447,33 +485,16 @@ def save_pack(pack: Pack, path: Path) -> Path:
     meta["distractors"] = [{"name": d["name"], "split": d["split"]} for d in pack.distractors]
     meta["backgrounds"] = [{"name": b["name"], "split": b["split"]} for b in pack.backgrounds]
     meta["noises"] = [{"name": n["name"], "split": n["split"]} for n in pack.noises]
-    arrays["meta_json"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
-    with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, **arrays)
-    return path
+    return write_arrays(path, arrays, meta)
 
 
 def load_pack(path: Path) -> Pack:
     """Read a pack written by :func:`save_pack`; needs numpy only."""
-    path = Path(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-        meta = json.loads(data["meta_json"].tobytes().decode())
-    except (OSError, ValueError, KeyError) as exc:
-        raise SourceError(f"{path}: not a source pack written by `python -m training.embedded.build pack` ({exc})") from None
-
-    def sounds(group):
-        pcm, offsets = data[f"{group}_pcm"], data[f"{group}_pcm_offsets"]
-        return [pcm[a:b].astype(np.float32) / 32768.0 for a, b in zip(offsets[:-1], offsets[1:])]
-
-    def images(group):
-        flat, offsets, shapes = data[f"{group}_rgba"], data[f"{group}_rgba_offsets"], data[f"{group}_shapes"]
-        return [flat[a:b].reshape(h, w, 4) for (a, b), (h, w) in zip(zip(offsets[:-1], offsets[1:]), shapes)]
-
-    stamps = [{**m, "image": im, "sound": s}
-              for m, im, s in zip(meta["stamps"], images("stamp"), sounds("stamp"))]
-    distractors = [{**m, "image": im} for m, im in zip(meta["distractors"], images("distractor"))]
+    data, meta = read_arrays(path, SourceError, "python -m training.embedded.build pack", "source pack")
+    stamps = [{**m, "image": im, "sound": s} for m, im, s in
+              zip(meta["stamps"], unpack_pictures(data, "stamp"), unpack_sounds(data, "stamp"))]
+    distractors = [{**m, "image": im} for m, im in zip(meta["distractors"], unpack_pictures(data, "distractor"))]
     backgrounds = [{**m, "image": im} for m, im in zip(meta["backgrounds"], data["background_rgb"])]
-    noises = [{**m, "sound": s} for m, s in zip(meta["noises"], sounds("noise"))]
+    noises = [{**m, "sound": s} for m, s in zip(meta["noises"], unpack_sounds(data, "noise"))]
     core = {k: v for k, v in meta.items() if k not in ("stamps", "distractors", "backgrounds", "noises")}
     return Pack(meta["classes"], stamps, distractors, backgrounds, noises, core)
