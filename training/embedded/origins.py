@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from emktd.features import SAMPLE_RATE_HZ
 
 from . import catalog
-from .sources import rgba_picture
+from .sources import decode_sound_bytes, rgba_picture
 from .rcc import read_rcc
 from .soundfont import phrase, read_samples
 
@@ -109,13 +108,10 @@ class Origins:
         if kind == "sf2":
             audio = self._soundfont(address)
             return audio[: int(max_s * SAMPLE_RATE_HZ)] if max_s else audio
-        if kind in ("gcompris", "opensfx"):
-            data, suffix = ((self._bundle_file(address), Path(address).suffix) if kind == "gcompris"
-                            else (self._catalogue_entry(address), ".wav"))
-            with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
-                tmp.write(data)
-                tmp.flush()
-                return load_audio(Path(tmp.name), SAMPLE_RATE_HZ, max_s)
+        if kind == "gcompris":
+            return decode_sound_bytes(self._bundle_file(address), Path(address).suffix, max_s)
+        if kind == "opensfx":
+            return decode_sound_bytes(self._catalogue_entry(address), ".wav", max_s)
         if kind in catalog.FOLDERS:
             return load_audio(self._file(address), SAMPLE_RATE_HZ, max_s)
         raise OriginError(f"{address}: unknown kind of sound address {kind!r}")

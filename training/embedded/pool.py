@@ -42,7 +42,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,9 +190,9 @@ def picture_candidates(root: Path, progress: bool = True) -> list[Candidate]:
     from .origins import Origins
 
     origins = Origins(root)
-    blank = None
     if not (root / catalog.EMOJI_FONT).is_file():
         return out  # no emoji font unpacked: the drawings only
+    blank = _missing_glyph(origins)
     for lo, hi in EMOJI_RANGES:
         for code in tqdm(range(lo, hi + 1), desc=f"pool: emoji {lo:X}", disable=not progress):
             try:
@@ -201,8 +200,6 @@ def picture_candidates(root: Path, progress: bool = True) -> list[Candidate]:
                 rgba = sources.rgba_picture(image, POOL_PICTURE_MAX_SIDE, f"emoji:{code:X}")
             except sources.SourceError:
                 continue  # nothing drawn: no glyph
-            if blank is None:
-                blank = _missing_glyph(origins)
             if blank is not None and rgba.shape == blank.shape and np.array_equal(rgba, blank):
                 continue
             out.append(Candidate("picture", f"emoji:{code:X}", rgba))
@@ -220,7 +217,7 @@ def sound_candidates(root: Path, progress: bool = True) -> list[Candidate]:
     """Every sound of the packages' sample folders, game sounds and activity bundles."""
     from tqdm import tqdm
 
-    from emktd.media import MediaError, load_audio
+    from emktd.media import MediaError
 
     from .origins import read_sound_catalogue
     from .rcc import read_rcc
@@ -246,15 +243,11 @@ def sound_candidates(root: Path, progress: bool = True) -> list[Candidate]:
             if name.lower().endswith((".ogg", ".wav")):
                 files.append((f"gcompris:{bundle.stem}/{name.rsplit('/', 1)[-1]}", data, Path(name).suffix))
     out = []
-
     for origin, data, suffix in tqdm(files, desc="pool: sounds", disable=not progress):
-        with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
-            tmp.write(data)
-            tmp.flush()
-            try:
-                audio = load_audio(Path(tmp.name), SAMPLE_RATE_HZ, POOL_SOUND_MAX_S)
-            except (MediaError, OSError, ValueError):
-                continue
+        try:
+            audio = sources.decode_sound_bytes(data, suffix, POOL_SOUND_MAX_S)
+        except (MediaError, OSError, ValueError):
+            continue
         if audio.size < 0.2 * SAMPLE_RATE_HZ or np.sqrt(np.mean(audio ** 2)) < 1e-3:
             continue  # too short or (near) silent
         out.append(Candidate("sound", origin, audio, _sha(data)))
@@ -270,11 +263,14 @@ def benchmark_material(root: Path, pack: sources.Pack) -> dict:
 
     origins = Origins(root)
     file_digests: dict[str, str] = {}
+    families: dict[str, str] = {}
     for stamp in pack.stamps:
         origin = stamp.get("origin") or {}
         for address in {origin.get("sound"), origin.get("picture")} - {None}:
             for data in source_files(origins, root, address):
                 file_digests[_sha(data)] = f"{stamp['name']} ({address})"
+            if family(address) is not None:
+                families[family(address)] = f"{stamp['name']} ({address})"
     for d in pack.distractors:
         path = root / sources.STAMPS_DIR / f"{d['name']}.png"
         if path.is_file():
@@ -284,12 +280,6 @@ def benchmark_material(root: Path, pack: sources.Pack) -> dict:
         path = root / sources.SAMPLES_DIR / f"{n['name']}.flac"
         if path.is_file() and path.name in allowed:
             file_digests[_sha(path.read_bytes())] = f"background sound {n['name']}"
-    families = {}
-    for stamp in pack.stamps:
-        origin = stamp.get("origin") or {}
-        for address in {origin.get("sound"), origin.get("picture")} - {None}:
-            if family(address) is not None:
-                families[family(address)] = f"{stamp['name']} ({address})"
     pictures = [(s["name"], s["image"]) for s in pack.stamps] + [(f"distractor {d['name']}", d["image"])
                                                                  for d in pack.distractors]
     sounds = [(s["name"], s["sound"]) for s in pack.stamps] + [(f"background sound {n['name']}", n["sound"])
@@ -340,8 +330,9 @@ def _content_digest(data: np.ndarray) -> str:
 def exclusions(candidate: Candidate, material: dict) -> list[str]:
     """Why a candidate may not enter the pool (empty: it may)."""
     why = []
-    if family(candidate.origin) is not None and family(candidate.origin) in material["families"]:
-        why.append(f"one numbered series with {material['families'][family(candidate.origin)]}")
+    series = family(candidate.origin)
+    if series is not None and series in material["families"]:
+        why.append(f"one numbered series with {material['families'][series]}")
     if candidate.file_sha256 is not None and candidate.file_sha256 in material["file_digests"]:
         why.append(f"file digest of {material['file_digests'][candidate.file_sha256]}")
     content = _content_digest(candidate.data)
@@ -393,8 +384,13 @@ def save_pool(pool: Pool, path: Path) -> Path:
     return sources.write_arrays(path, arrays, meta)
 
 
+def pool_arrays(path: Path) -> tuple:
+    """``(arrays, meta)`` of a pool pack; the arrays are read from disk only when used."""
+    return sources.read_arrays(path, PoolError, "python -m training.embedded.build pool", "pool pack")
+
+
 def load_pool(path: Path) -> Pool:
-    data, meta = sources.read_arrays(path, PoolError, "python -m training.embedded.build pool", "pool pack")
+    data, meta = pool_arrays(path)
     sounds = [{"origin": o, "sound": s} for o, s in zip(meta["sounds"], sources.unpack_sounds(data, "sound"))]
     pictures = [{"origin": o, "image": im} for o, im in zip(meta["pictures"], sources.unpack_pictures(data, "picture"))]
     core = {k: v for k, v in meta.items() if k not in ("pictures", "sounds", "excluded")}
@@ -410,16 +406,16 @@ def ensure_pool(pack_path: Path, cache: Path | None = None, progress: bool = Tru
     made for this pack's recipe, or one built now from the unpacked packages there."""
     cache = Path(cache) if cache is not None else Path(pack_path).parent
     path = default_pool_path(cache)
-    pack = sources.load_pack(pack_path)
+    _, pack_meta = sources.pack_arrays(pack_path)  # the metadata only: the arrays stay on disk
     if path.is_file():
         try:
-            meta = load_pool(path).meta
+            _, meta = pool_arrays(path)
         except PoolError:
             meta = {}
-        if meta.get("pack_recipe") == pack.meta.get("recipe") and meta.get("version") == POOL_VERSION:
+        if meta.get("pack_recipe") == pack_meta.get("recipe") and meta.get("version") == POOL_VERSION:
             return path
     root = sources.fetch(cache)
-    return save_pool(collect_pool(root, pack, progress), path)
+    return save_pool(collect_pool(root, sources.load_pack(pack_path), progress), path)
 
 
 def summary(pool: Pool) -> str:

@@ -16,7 +16,6 @@ A SoundFont 3 file (MuseScore's) is laid out the same, but a sample flagged
 from __future__ import annotations
 
 import struct
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,15 +87,14 @@ def read_samples(path: Path, wanted: Callable[[str], bool] | None = None) -> lis
 
 def _vorbis(data: bytes, rate: int, where: str) -> np.ndarray:
     """One compressed SoundFont 3 sample, decoded at its own rate."""
-    from emktd.media import MediaError, load_audio
+    from emktd.media import MediaError
 
-    with tempfile.NamedTemporaryFile(suffix=".ogg") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        try:
-            return load_audio(Path(tmp.name), rate)
-        except MediaError as exc:
-            raise SoundFontError(f"{where}: not an Ogg Vorbis stream ({exc})") from None
+    from .sources import decode_sound_bytes
+
+    try:
+        return decode_sound_bytes(data, ".ogg", rate=rate)
+    except MediaError as exc:
+        raise SoundFontError(f"{where}: not an Ogg Vorbis stream ({exc})") from None
 
 
 def phrase(samples: list[Sample], rate: int, note_s: float = 0.6, gap_s: float = 0.08) -> np.ndarray:

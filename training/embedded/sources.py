@@ -234,6 +234,20 @@ def decode_sound(path: Path, max_s: float | None = None) -> np.ndarray:
     return load_audio(path, SAMPLE_RATE_HZ, max_s)
 
 
+def decode_sound_bytes(data: bytes, suffix: str, max_s: float | None = None,
+                       rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
+    """An audio file's bytes (a bundle's or a catalogue's entry) -> mono float32 at ``rate``;
+    ``suffix`` tells the decoder the format, as a file name would."""
+    import tempfile
+
+    from emktd.media import load_audio
+
+    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        return load_audio(Path(tmp.name), rate, max_s)
+
+
 def _to_pcm(audio: np.ndarray) -> np.ndarray:
     peak = float(np.abs(audio).max()) or 1.0
     return np.round(audio / peak * 32000).astype(np.int16)  # peak-normalised: gain is set at mixing
@@ -328,7 +342,8 @@ def collect(root: Path, progress: bool = True) -> Pack:
 
     plan = instance_plan()
     instance_samples = {i.sound.split(":", 1)[1] for _, _, _, i in plan if i.sound.startswith("sonicpi:")}
-    not_cc0 = sorted(instance_samples - cc0_samples(root / SAMPLES_COPYRIGHT))
+    allowed = cc0_samples(root / SAMPLES_COPYRIGHT)
+    not_cc0 = sorted(instance_samples - allowed)
     if not_cc0:
         raise SourceError(f"{root / SAMPLES_COPYRIGHT}: the catalogue uses Sonic Pi samples this file does not "
                           f"list as CC0: {not_cc0}")
@@ -358,7 +373,6 @@ def collect(root: Path, progress: bool = True) -> Pack:
         raise SourceError(f"{root / TEMPLATES_DIR}: expected the tuxpaint-data background photographs")
     backgrounds = [{"name": p.stem, "image": _background(p), "split": _split_of(i)} for i, p in enumerate(templates)]
 
-    allowed = cc0_samples(root / SAMPLES_COPYRIGHT)
     samples = sorted(p for p in (root / SAMPLES_DIR).glob("*.flac") if p.name in allowed and NOISE_PATTERN.match(p.name)
                      and p.name not in instance_samples)
     noises = [{"name": p.stem, "sound": decode_sound(p, NOISE_MAX_S), "split": _split_of(i)}
@@ -488,9 +502,14 @@ def save_pack(pack: Pack, path: Path) -> Path:
     return write_arrays(path, arrays, meta)
 
 
+def pack_arrays(path: Path) -> tuple:
+    """``(arrays, meta)`` of a source pack; the arrays are read from disk only when used."""
+    return read_arrays(path, SourceError, "python -m training.embedded.build pack", "source pack")
+
+
 def load_pack(path: Path) -> Pack:
     """Read a pack written by :func:`save_pack`; needs numpy only."""
-    data, meta = read_arrays(path, SourceError, "python -m training.embedded.build pack", "source pack")
+    data, meta = pack_arrays(path)
     stamps = [{**m, "image": im, "sound": s} for m, im, s in
               zip(meta["stamps"], unpack_pictures(data, "stamp"), unpack_sounds(data, "stamp"))]
     distractors = [{**m, "image": im} for m, im in zip(meta["distractors"], unpack_pictures(data, "distractor"))]
