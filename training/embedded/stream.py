@@ -106,7 +106,8 @@ class PoolReader(StreamReader):
 
         super().__init__(root, labels, fbank, image_size, clips, seed, pack_path)
         try:
-            self.pool = load_pool(pool_path or ensure_pool(self.pack_path))
+            pool_path = pool_path or ensure_pool(self.pack_path)
+            self.pool = load_pool(pool_path)
         except PoolError as exc:
             raise FormatError(str(exc)) from None
         if self.pool.meta.get("pack_recipe") != self.pack.meta.get("recipe"):

@@ -85,6 +85,7 @@ VARIANTS: dict[str, list[str]] = {  # name: arguments added to the fine-tuning s
 # The fine-tuning stage's schedule and options without the pretrained weights: the teacher's own
 # preset from scratch, and the preset whose visual tokens come from an ImageNet-pretrained backbone.
 IMAGENET = ["--teacher-preset", "bench-teacher-in"]
+WITH_BOTH = [*IMAGENET, "--seg-skip-channels", "16", "--seg-object-logits", "true"]  # both decoder additions
 FROM_SCRATCH: dict[str, list[str]] = {  # name: arguments added
     "scratch": [],
     "scratch-imagenet-backbone": IMAGENET,
@@ -93,17 +94,13 @@ FROM_SCRATCH: dict[str, list[str]] = {  # name: arguments added
     # the class is also read from the tokens under the predicted mask
     "scratch-imagenet-backbone-object-logits": [*IMAGENET, "--seg-object-logits", "true"],
     # both, and then the ImageNet classifier's naming as a prior on the class logits
-    "scratch-imagenet-backbone-pyramid-object-logits": [*IMAGENET, "--seg-skip-channels", "16",
-                                                        "--seg-object-logits", "true"],
-    "scratch-imagenet-backbone-pyramid-object-logits-prior": [*IMAGENET, "--seg-skip-channels", "16",
-                                                              "--seg-object-logits", "true",
-                                                              "--imagenet-prior", "true"],
+    "scratch-imagenet-backbone-pyramid-object-logits": WITH_BOTH,
+    "scratch-imagenet-backbone-pyramid-object-logits-prior": [*WITH_BOTH, "--imagenet-prior", "true"],
 }
 
 # What the audio branch may learn without labels, on the backbone teacher with both decoder
 # additions: CAV-MAE's audio-visual contrastive term on the labelled clips, and on them plus
 # fresh transfer-pool clips every epoch (whose sounds no labelled clip holds).
-WITH_BOTH = [*IMAGENET, "--seg-skip-channels", "16", "--seg-object-logits", "true"]
 AUDIO: dict[str, list[str]] = {
     "scratch-imagenet-backbone-pyramid-object-logits-contrastive": [*WITH_BOTH, "--contrastive", "0.1"],
     "scratch-imagenet-backbone-pyramid-object-logits-contrastive-pool": [*WITH_BOTH, "--contrastive", "0.1",
