@@ -58,10 +58,28 @@ def overlay(frames: np.ndarray, masks: np.ndarray, alpha: float = 0.5) -> np.nda
     return out
 
 
-def overlay_video(path: str | Path, clip: Clip, masks: np.ndarray, window: float) -> Path:
+OVERLAY_MAX_SIDE = 640  # the overlay video's longer side at most, in pixels (a demo player's width)
+
+
+def display_frames(frames: np.ndarray, max_side: int = OVERLAY_MAX_SIDE) -> np.ndarray:
+    """The frames scaled down (area interpolation) so that their longer side is at most ``max_side``."""
+    import cv2
+
+    height, width = frames.shape[1:3]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return frames
+    size = (max(2, round(width * scale)), max(2, round(height * scale)))
+    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def overlay_video(path: str | Path, clip: Clip, masks: np.ndarray, window: float,
+                  max_side: int = OVERLAY_MAX_SIDE) -> Path:
     """An H.264 + AAC mp4 of the sampled frames with their masks, each shown for its share of the
-    analysed part (variable frame timing: one encoded frame per sampled frame), with its sound."""
-    frames = overlay(clip.frames, masks)
+    analysed part (variable frame timing: one encoded frame per sampled frame), with its sound.
+    Frames larger than ``max_side`` are scaled down first: a demo shows the video at about that
+    width, and encoding 720p or 4K frames would take most of the request's time."""
+    frames = overlay(display_frames(clip.frames, max_side), masks)
     h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # yuv420p needs even sides
     frames = frames[:, :h, :w]
     span = min(window, max(clip.duration_s, 1e-3))
@@ -85,4 +103,5 @@ def predict_with_overlay(predictor: Predictor, clip: Clip, window: float,
     return prediction, video
 
 
-__all__ = ["OVERLAY_RGB", "crop_box", "overlay", "overlay_video", "predict_with_overlay"]
+__all__ = ["OVERLAY_MAX_SIDE", "OVERLAY_RGB", "crop_box", "display_frames", "overlay", "overlay_video",
+           "predict_with_overlay"]

@@ -188,3 +188,5 @@ def test_the_two_protocols_differ_in_the_transfer_pool_only(tmp_path):
     differ = {k for k in paper if paper[k] != pool[k]}
     assert differ == {"transfer_pool", "out"} and paper["transfer_pool"] == 0 < pool["transfer_pool"]
     assert paper["eval_split"] == "val" and paper["teacher"] == "weights/teacher"
+    on_test = asdict(cfg.from_args(protocols.run_args("pool", tmp_path, "test")))
+    assert {k for k in pool if pool[k] != on_test[k]} == {"eval_split"} and on_test["eval_split"] == "test"

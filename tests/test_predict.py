@@ -9,7 +9,7 @@ from conftest import indexed_frames, tone
 from emktd.media import load_clip, probe, write_video
 from emktd.models import create_model
 from emktd.monitor import EntropyMonitor, load_monitor, save_monitor
-from emktd.overlay import crop_box, overlay, overlay_video
+from emktd.overlay import crop_box, display_frames, overlay, overlay_video
 from emktd.predict import Predictor, decode, mask_iou, window_s
 
 
@@ -91,6 +91,21 @@ def test_overlay_video_plays_in_browsers(tmp_path):
     with av.open(str(path)) as container:
         times = [float(f.pts * f.time_base) for f in container.decode(video=0)]
     assert times == pytest.approx([0.0, 0.6, 1.2, 1.8, 2.4, 2.999], abs=1e-3)
+    # a large clip's overlay is scaled down to the player's size, its aspect kept
+    small = overlay_video(tmp_path / "small.mp4", clip, masks, 3.0, max_side=48)
+    assert (probe(small).width, probe(small).height) == (48, 32)
+
+
+def test_display_frames_keep_the_aspect_and_never_scale_up():
+    frames = np.zeros((2, 720, 1280, 3), np.uint8)
+    frames[:, 300:420, 560:720] = 255  # a block in the middle stays in the middle
+    shown = display_frames(frames)
+    assert shown.shape == (2, 360, 640, 3)
+    assert shown[:, 150:210, 280:360].min() == 255 and shown[:, :140].max() == 0
+    portrait = display_frames(np.zeros((1, 1920, 1080, 3), np.uint8))
+    assert portrait.shape == (1, 640, 360, 3)
+    small = np.zeros((1, 100, 60, 3), np.uint8)
+    assert display_frames(small) is small
 
 
 def test_mask_iou_by_hand():
