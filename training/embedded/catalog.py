@@ -27,7 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PACKAGES = {
-    "gcompris-qt-data": "GPL-3+ (activity sounds; drum_kit.ogg CC Sampling Plus 1.0; drawings CC-BY-SA-4.0 or GPL-3)",
+    "gcompris-qt-data": "GPL-3+ (activity sounds; drum_kit.ogg CC Sampling Plus 1.0; drawings CC-BY-SA-4.0 or GPL-3; "
+                        "the explore activities' photographs, used only for the photograph clips, public domain "
+                        "or CC0-1.0, per file as the activity's README says)",
     "openclipart-png": "public domain (Open Clip Art Library)",
     "fluid-soundfont-gm": "MIT (Fluid R3 GM SoundFont, Frank Wen)",
     "lmms-common": "GPL-2+ (LMMS samples)",

