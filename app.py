@@ -512,16 +512,19 @@ distilled from the teacher with Entropy-Monitored Kernelized Token Distillation.
 
 ABOUT = """**What the models know:** {count} classes of sounding things (animals, instruments, everyday
 objects), and nothing else. Both were trained by this project on its own benchmark only: real
-recordings and drawings or photographs of each kind, from Debian packages, one to four of each,
-composited into 5 s clips over background photographs. A clip of anything else still gets a best
-guess among these {count} classes, and on things unlike their training pictures the models are
-often wrong: the scores say which class fits best, not that it is there."""
+recordings and drawings or photographs of each kind, from Debian packages, one to five of each,
+composited into 5 s clips over background photographs.{prior} A clip of anything else still gets a
+best guess among these {count} classes, and on things unlike their training pictures the models
+are often wrong: the scores say which class fits best, not that it is there."""
+PRIOR = (" The teacher's picture branch starts from a network pretrained on ImageNet's photographs "
+         "({backbone}), so it knows more about photographs than the benchmark shows; the student learnt "
+         "from the teacher.")
 
 CROP_HELP = ("The models see the centre square of each frame (the part outside it is dimmed in the "
              "overlay videos): an object outside the square gets no mask.")
 
 MODES = {"clean": "sound and picture", "audio": "only the sound tells", "visual": "only the picture tells",
-         "multi": "two sounding objects"}
+         "multi": "two sounding objects", "photo": "a photograph and its sound"}
 
 
 def example_label(path: str | Path) -> str:
@@ -590,7 +593,9 @@ def build_ui(demo: Demo, concurrency: int = 2):
     gr.set_static_paths(clips)
     with gr.Blocks(title="emktd demo") as ui:
         gr.Markdown(INTRO.format(frames=NUM_FRAMES, window=demo.window), elem_id="intro")
-        gr.Markdown(ABOUT.format(count=len(labels)), elem_id="about")
+        backbone = getattr(demo.teacher.config, "visual_backbone", None)
+        prior = PRIOR.format(backbone=backbone) if backbone else ""
+        gr.Markdown(ABOUT.format(count=len(labels), prior=prior), elem_id="about")
         with gr.Accordion(f"the {len(labels)} classes", open=False, elem_id="classes"):
             gr.Markdown(", ".join(escape(label.replace("_", " ")) for label in labels), **literal)
         if demo.notices:
