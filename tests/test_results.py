@@ -331,3 +331,52 @@ def test_standing_says_ahead_behind_or_level_and_how_sure(tmp_path):
                     "kd": "level",  # +1, -1, 0 points: within the clips' noise
                     "fitnets+kd": "behind, likely",  # +10, +5, +20: clear on the clips, too uneven for 2 df
                     "at+kd": "untested"}  # +40 points, but one seed and no clips to go by
+
+
+def _record_file(out, name, task, student, parameters, transfer_pool=0):
+    out.mkdir(parents=True, exist_ok=True)
+    entry = {"name": name, "config": {"task": task, "eval_split": "test", "transfer_pool": transfer_pool,
+                                      "dataset": "embedded", "seed": 0},
+             "student": student, "student_parameters": parameters}
+    (out / f"{name}.json").write_text(json.dumps(entry))
+
+
+def _figures(seen, new, picture, s4):
+    return {"by_group": {"seen": {"top1": seen, "top1_by_mode": {"visual": picture},
+                                  "segmentation_by_part": {"S4": {"mIoU": s4}, "MS3": {"mIoU": s4}}},
+                         "new": {"top1": new, "top1_by_mode": {"visual": picture},
+                                 "segmentation_by_part": {"S4": {"mIoU": s4}}}}}
+
+
+def test_the_targets_table_reads_the_pair_and_says_what_is_met(tmp_path):
+    out = tmp_path / "results"
+    _record_file(out, "teacher-s0", "teacher", _figures(0.95, 0.40, 0.90, 0.70), 1000)
+    _record_file(out, "protocol-pool-s0", "distill", _figures(0.93, 0.38, 0.5, 0.60), 50, transfer_pool=2400)
+    _record_file(out, "protocol-paper-s0", "distill", _figures(0.80, 0.20, 0.5, 0.70), 70)
+    _record_file(out, "other-s0", "distill", _figures(0.1, 0.1, 0.1, 0.1), 50)  # not a protocol's record: not read
+    teacher, students = results.targets_table(out).split("\n\n")
+    rows = {line.split(" | ")[0].strip("| "): line for line in teacher.splitlines()[2:]}
+    assert rows["seen top-1"] == "| seen top-1 | 92 | 95.0 | yes |"
+    assert rows["new top-1"] == "| new top-1 | 45 | 40.0 | **no** |"
+    assert rows["S4 mIoU"].endswith("| 70.0 | yes |")
+    header, _, *lines = students.splitlines()
+    assert header == "| student, as a fraction of the teacher | least | pool protocol | met | paper protocol | met |"
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines}
+    # 0.38 / 0.40 = 95 % (met, at least 90 %); 0.20 / 0.40 = 50 %
+    assert rows["new top-1"] == "| new top-1 | 90 % | 95 % | yes | 50 % | **no** |"
+    assert rows["seen top-1"] == "| seen top-1 | 95 % | 98 % | yes | 84 % | **no** |"
+    assert rows["parameters (at most)"] == "| parameters (at most) | 6 % | 5.0 % | yes | 7.0 % | **no** |"
+    assert results.targets_table(tmp_path / "none") == "no teacher record on test"
+
+
+def test_the_teacher_recipe_is_what_val_chose():
+    """The recipe is the best candidate by the rule fixed in teacher_recipe (the targets' mean
+    fraction, capped at 1), on the committed val records of the current build."""
+    from training.experiments import teacher_recipe as recipe
+
+    chosen = recipe.choose()
+    assert chosen and chosen[0][0] == recipe.RECIPE
+    assert [row[1] for row in chosen] == sorted((row[1] for row in chosen), reverse=True)
+    score, figures = recipe.target_score(_figures(0.92, 0.0, 0.85, 0.60))
+    # new top-1 at 0 of its 45; the six others at or over their targets count 1 each (capped)
+    assert figures[0] == 0.92 and score == pytest.approx(6 / 7)

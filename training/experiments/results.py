@@ -742,10 +742,86 @@ def compute_summary(results_dir: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
+# The bundled pair's targets: the teacher's figures (name, keys under a record's "student" entry,
+# target) and the student's, each as a fraction of the teacher's same figure (name, keys, least fraction).
+TEACHER_TARGETS = (
+    ("seen top-1", ("by_group", "seen", "top1"), 0.92),
+    ("picture-only seen", ("by_group", "seen", "top1_by_mode", "visual"), 0.85),
+    ("new top-1", ("by_group", "new", "top1"), 0.45),
+    ("picture-only new", ("by_group", "new", "top1_by_mode", "visual"), 0.45),
+    ("S4 mIoU", ("by_group", "seen", "segmentation_by_part", "S4", "mIoU"), 0.60),
+    ("MS3 mIoU", ("by_group", "seen", "segmentation_by_part", "MS3", "mIoU"), 0.50),
+    ("new S4 mIoU", ("by_group", "new", "segmentation_by_part", "S4", "mIoU"), 0.50),
+)
+STUDENT_TARGETS = (
+    ("new top-1", ("by_group", "new", "top1"), 0.90),
+    ("seen top-1", ("by_group", "seen", "top1"), 0.95),
+    ("S4 mIoU", ("by_group", "seen", "segmentation_by_part", "S4", "mIoU"), 0.90),
+    ("MS3 mIoU", ("by_group", "seen", "segmentation_by_part", "MS3", "mIoU"), 0.90),
+    ("new S4 mIoU", ("by_group", "new", "segmentation_by_part", "S4", "mIoU"), 0.90),
+)
+MAX_STUDENT_PARAMETERS = 0.06  # of the teacher's
+
+
+def _figure(metrics: dict, keys: tuple[str, ...]) -> float | None:
+    for key in keys:
+        if not isinstance(metrics, dict) or key not in metrics:
+            return None
+        metrics = metrics[key]
+    return float(metrics)
+
+
+def targets_table(results_dir: Path = RESULTS, split: str = "test") -> str:
+    """The bundled pair against its targets: the teacher's figures, then each protocol's student as
+    fractions of the teacher's (the records of ``split`` in ``results_dir``: one teacher run, students
+    of the paper's protocol and of the transfer pool's; seeds averaged).  The records it reads are the
+    teacher's ``teacher-s<seed>`` and the students' ``protocol-<name>-s<seed>``
+    (``python -m training.experiments.protocols --split test``)."""
+    entries = _entries(results_dir, split)
+    teachers = [e for e in entries if e["config"]["task"] == "teacher" and re.fullmatch(r"teacher-s\d+", e["name"])]
+    if not teachers:
+        return f"no teacher record on {split}"
+    teacher = teachers[0]["student"]
+    met = lambda ok: "yes" if ok else "**no**"  # noqa: E731
+    lines = [f"| teacher ({split}) | target | {teachers[0]['name']} | met |", "|---|---:|---:|---|"]
+    for name, keys, target in TEACHER_TARGETS:
+        value = _figure(teacher, keys)
+        lines.append(f"| {name} | {100 * target:.0f} | {'-' if value is None else f'{100 * value:.1f}'} | "
+                     f"{'-' if value is None else met(value >= target)} |")
+    protocols = {}
+    for e in entries:
+        if e["config"]["task"] == "distill" and re.fullmatch(r"protocol-\w+-s\d+", e["name"]):
+            protocols.setdefault("pool" if e["config"].get("transfer_pool") else "paper", []).append(e)
+    if not protocols:
+        return "\n".join(lines)
+    names = [n for n in ("pool", "paper") if n in protocols]
+    lines += ["", "| student, as a fraction of the teacher | least | "
+              + " | ".join(f"{n} protocol | met" for n in names) + " |", "|---|---:|" + "---:|---|" * len(names)]
+    teacher_parameters = teachers[0].get("student_parameters") or 0
+    rows = [(name, keys, least) for name, keys, least in STUDENT_TARGETS]
+    for name, keys, least in rows:
+        cells = []
+        reference = _figure(teacher, keys)
+        for n in names:
+            values = [_figure(e["student"], keys) for e in protocols[n]]
+            if reference in (None, 0) or None in values:
+                cells += ["-", "-"]
+                continue
+            ratio = statistics.mean(values) / reference
+            cells += [f"{100 * ratio:.0f} %", met(ratio >= least)]
+        lines.append(f"| {name} | {100 * least:.0f} % | " + " | ".join(cells) + " |")
+    cells = []
+    for n in names:
+        ratio = (protocols[n][0].get("student_parameters") or 0) / max(1, teacher_parameters)
+        cells += [f"{100 * ratio:.1f} %", met(ratio <= MAX_STUDENT_PARAMETERS)]
+    lines.append(f"| parameters (at most) | {100 * MAX_STUDENT_PARAMETERS:.0f} % | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 TABLES = {  # name (for ``table --only``) -> the function that prints it, in the order ``table`` prints them
     "comparison": table, "differences": significance_table, "intervals": clip_table, "standing": standing_table,
     "modes": modes_table, "sweeps": sweep_table, "teachermodes": teacher_modes_table, "monitor": monitor_table,
-    "probes": probes_table,
+    "probes": probes_table, "targets": targets_table,
     "compute": compute_summary}
 
 

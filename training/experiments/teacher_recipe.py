@@ -2,19 +2,29 @@
 
     python -m training.experiments.teacher_recipe               # run what is missing, then publish to weights/teacher
     python -m training.experiments.teacher_recipe --list        # the stages and which are done
+    python -m training.experiments.teacher_recipe --choose      # the candidates on val, scored against the targets
 
-Stages, each a ``training/distill.py --task teacher`` run in runs/teacher-recipe/<stage>:
+The recipe is one ``training/distill.py --task teacher`` run in runs/teacher-recipe/<RECIPE>: the
+candidate that val chose among the runs below (``--backbone``, ``--audio``), by a rule fixed before
+the choice (``choose``): each candidate's val figures for the issue's seven teacher targets (seen
+top-1, picture-only seen top-1, new-instance top-1, picture-only new top-1, S4 and MS3 mIoU, new
+S4 mIoU), each as a fraction of its target capped at 1, averaged; the highest mean is the recipe.
+A test checks that RECIPE is what the committed records choose.  The run trains on the train split
+and is evaluated on val; then it is published (float16) to --publish-to.  The entropy monitor is
+fitted on this teacher by the student's EM-KTD run and published beside it from there
+(docs/training.md).
+
+A stage with a metrics.json is done; one with a checkpoint resumes from it; an interrupted
+command loses at most one checkpoint interval (200 steps).
+
+The previous recipe (build 2 of the benchmark, ``results/benchmark-v2``) had two stages, each a
+run in runs/teacher-recipe/<stage>, that ``--ablations`` and ``--variants`` still build on:
 1. ``pretrain``: the pretraining stream (training/embedded/stream.py: freshly composed clips
    of the train-side material, new ones every epoch), the benchmark's analogue of CAV-MAE's
    AudioSet pretraining; evaluated on val.
 2. ``finetune``: from the pretrained weights, on the fixed train split; evaluated on val.
 Both with the generalisation options of training/run/augment.py (audio and image
-augmentation, modality dropout) and label smoothing.  Then the fine-tuned teacher is
-published (float16) to --publish-to.  The entropy monitor is fitted on this teacher by the
-student's EM-KTD run and published beside it from there (docs/training.md).
-
-A stage with a metrics.json is done; one with a checkpoint resumes from it; an interrupted
-command loses at most one checkpoint interval (200 steps).
+augmentation, modality dropout) and label smoothing.
 
     python -m training.experiments.teacher_recipe --ablations   # each option's effect, on val
 
@@ -51,9 +61,12 @@ transfer-pool clips every epoch, and records each on val.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+from . import results
 
 REPO = Path(__file__).resolve().parents[2]
 DISTILL = REPO / "training" / "distill.py"
@@ -61,7 +74,7 @@ ROOT = Path("runs") / "teacher-recipe"
 
 GENERALISATION = ["--audio-augment", "0.25", "--image-augment", "0.5", "--modality-dropout", "0.2",
                   "--label-smoothing", "0.1"]
-STAGES: dict[str, list[str]] = {
+PREVIOUS: dict[str, list[str]] = {  # the previous recipe's stages (see above)
     "pretrain": ["--train-source", "stream", "--stream-clips", "2400", "--epochs", "10", "--lr", "5e-4",
                  "--warmup-epochs", "1"],
     "finetune": ["--epochs", "6", "--lr", "2e-4", "--warmup-epochs", "0.5"],  # + --init-from the pretrained teacher
@@ -108,13 +121,55 @@ AUDIO: dict[str, list[str]] = {
 }
 
 
+# The rule that chooses the recipe on val, fixed before the choice: the issue's teacher targets, each
+# (name, the figure's keys under a record's "student" entry, target).
+TARGETS = results.TEACHER_TARGETS
+CANDIDATES = {**FROM_SCRATCH, **AUDIO}
+RECIPE = "scratch-imagenet-backbone-pyramid-object-logits-contrastive-pool"  # what ``choose`` picks
+
+
+def target_score(metrics: dict) -> tuple[float, list[float]]:
+    """A run's figures for TARGETS and the mean of each as a fraction of its target, capped at 1."""
+    figures = []
+    for _, keys, _ in TARGETS:
+        value = metrics
+        for key in keys:
+            value = value[key]
+        figures.append(float(value))
+    return sum(min(1.0, f / t) for f, (_, _, t) in zip(figures, TARGETS)) / len(TARGETS), figures
+
+
+def choose(results_dir: Path | None = None) -> list[tuple[str, float, list[float]]]:
+    """The candidates recorded on val of the current build (``teacher-<name>-val`` in results/, not
+    its subfolders of earlier builds), best first by ``target_score``."""
+    results_dir = results.RESULTS if results_dir is None else results_dir
+    scored = []
+    for name in CANDIDATES:
+        path = results_dir / f"teacher-{name}-val.json"
+        if path.is_file():
+            scored.append((name, *target_score(json.loads(path.read_text())["student"])))
+    return sorted(scored, key=lambda row: -row[1])
+
+
+def choice_table(results_dir: Path | None = None) -> str:
+    rows = choose(results_dir)
+    if not rows:
+        return "no candidate recorded on val"
+    head = "| candidate (val) | " + " | ".join(f"{n} (target {t * 100:.0f})" for n, _, t in TARGETS) + " | score |"
+    lines = [head, "|---|" + "---:|" * (len(TARGETS) + 1)]
+    for name, score, figures in rows:
+        lines.append(f"| {name}{' (the recipe)' if name == RECIPE else ''} | "
+                     + " | ".join(f"{f * 100:.1f}" for f in figures) + f" | {score:.3f} |")
+    return "\n".join(lines)
+
+
 def ablated(args: list[str], flag: str, value: str | None) -> list[str]:
     i = args.index(flag)
     return args[:i] + ([flag, value] if value is not None else []) + args[i + 2:]
 
 
 def stage_args(name: str, root: Path) -> list[str]:
-    finetune = [*COMMON, "--init-from", str(root / "pretrain" / "student"), *STAGES["finetune"]]
+    finetune = [*COMMON, "--init-from", str(root / "pretrain" / "student"), *PREVIOUS["finetune"]]
     if name in ABLATIONS:
         args = [*ablated(finetune, *ABLATIONS[name]), "--out", str(root / name)]
     elif name in VARIANTS:
@@ -123,7 +178,7 @@ def stage_args(name: str, root: Path) -> list[str]:
         added = FROM_SCRATCH[name] if name in FROM_SCRATCH else AUDIO[name]
         args = [*ablated(finetune, "--init-from", None), *added, "--out", str(root / name)]
     else:
-        args = [*(finetune if name == "finetune" else [*COMMON, *STAGES[name]]), "--out", str(root / name)]
+        args = [*(finetune if name == "finetune" else [*COMMON, *PREVIOUS[name]]), "--out", str(root / name)]
     if (root / name / "checkpoints" / "last.pt").is_file():
         args += ["--resume", "true"]
     return args
@@ -144,6 +199,7 @@ def main(argv=None) -> None:
     p.add_argument("--root", type=Path, default=ROOT, help=f"where the stage runs go (default {ROOT})")
     p.add_argument("--publish-to", type=Path, default=Path("weights/teacher"))
     p.add_argument("--list", action="store_true", help="print the stages and which are done")
+    p.add_argument("--choose", action="store_true", help="print the candidates' val figures and scores (see above)")
     p.add_argument("--ablations", action="store_true", help="measure each option's effect on val (see above)")
     p.add_argument("--variants", action="store_true", help="measure candidate additions on val (see above)")
     p.add_argument("--backbone", action="store_true",
@@ -156,13 +212,14 @@ def main(argv=None) -> None:
         return compare(root, FROM_SCRATCH if args.backbone else AUDIO, args.list, with_recipe=False)
     if args.ablations or args.variants:
         return compare(root, ABLATIONS if args.ablations else VARIANTS, args.list)
-    show_plan(STAGES, root)
+    if args.choose:
+        return print(choice_table())
+    show_plan([RECIPE], root)
     if args.list:
         return
-    for name in STAGES:
-        if not done(name, root):
-            subprocess.run([sys.executable, str(DISTILL), *stage_args(name, root)], check=True, cwd=REPO)
-    subprocess.run([sys.executable, "-m", "training.experiments.publish", str(root / "finetune"),
+    if not done(RECIPE, root):
+        subprocess.run([sys.executable, str(DISTILL), *stage_args(RECIPE, root)], check=True, cwd=REPO)
+    subprocess.run([sys.executable, "-m", "training.experiments.publish", str(root / RECIPE),
                     "--repo-id", "emktd/bench-teacher", "--dry-run", "--fp16", "--out", str(args.publish_to.resolve())],
                    check=True, cwd=REPO)
 
@@ -170,13 +227,11 @@ def main(argv=None) -> None:
 def compare(root: Path, runs: dict, only_list: bool, with_recipe: bool = True) -> None:
     """Each of ``runs`` (ablations, variants or runs from scratch), after the fine-tuning stage where
     ``with_recipe``, recorded on val."""
-    from . import results
-
     show_plan(runs, root)
     if only_list:
         return
-    if with_recipe and not done("pretrain", root):
-        raise SystemExit(f"{root / 'pretrain'}: run the recipe first (python -m training.experiments.teacher_recipe)")
+    if with_recipe and not done("pretrain", root):  # they build on the previous recipe's pretraining stage
+        subprocess.run([sys.executable, str(DISTILL), *stage_args("pretrain", root)], check=True, cwd=REPO)
     for name in (*(["finetune"] if with_recipe else []), *runs):
         if not done(name, root):
             subprocess.run([sys.executable, str(DISTILL), *stage_args(name, root)], check=True, cwd=REPO)
