@@ -823,6 +823,7 @@ TABLES = {  # name (for ``table --only``) -> the function that prints it, in the
     "modes": modes_table, "sweeps": sweep_table, "teachermodes": teacher_modes_table, "monitor": monitor_table,
     "probes": probes_table, "targets": targets_table,
     "compute": compute_summary}
+ON_REQUEST = ("targets",)  # printed only when named: the current build's bundled pair against its targets
 
 
 def report(results_dir: Path = RESULTS, only: list[str] | None = None) -> str:
@@ -833,7 +834,8 @@ def report(results_dir: Path = RESULTS, only: list[str] | None = None) -> str:
     unknown = sorted(set(only or ()) - set(TABLES))
     if unknown:
         raise ValueError(f"no table named {', '.join(unknown)}; the tables: {', '.join(TABLES)}")
-    return "\n\n".join(TABLES[name](results_dir) for name in TABLES if only is None or name in only)
+    shown = [name for name in TABLES if name not in ON_REQUEST] if only is None else only
+    return "\n\n".join(TABLES[name](results_dir) for name in TABLES if name in shown)
 
 
 # A page's block of tables, rewritten by ``page``: the command in its start marker says what it holds.
