@@ -71,6 +71,7 @@ class Clip:
     notes: list[str] = field(default_factory=list)
     rotation: int = 0  # counter-clockwise degrees the frames were turned by, as the file's display matrix says
     video_end_s: float | None = None  # where the video track ends, when it ends early and its last frame is held
+    start_s: float = 0.0  # where in the file the segment read starts
 
 
 @dataclass
@@ -480,6 +481,7 @@ def load_clip(
         notes=notes,
         rotation=_quarter_turns(rotation) * 90,
         video_end_s=video_end_s,
+        start_s=float(start_s),
     )
 
 
@@ -495,6 +497,7 @@ def write_video(
     options: dict[str, str] | None = None,
     frame_starts_s: Sequence[float] | None = None,
     end_s: float | None = None,
+    audio_copy_from: str | Path | None = None,
 ) -> Path:
     """Write ``[T, H, W, 3]`` uint8 RGB frames (an array, or any iterable of ``[H, W, 3]`` frames,
     so that long clips need not fit in memory) and optional ``[S]`` or ``[C, S]`` float audio.
@@ -504,6 +507,10 @@ def write_video(
     until ``end_s``: a few frames can span a whole clip without being repeated (variable frame
     timing, millisecond steps).  The defaults (H.264 in yuv420p + AAC, moov atom first) play in
     every browser.
+
+    ``audio_copy_from``: a file whose first audio stream, when it is AAC, is copied into the output
+    (its packets up to the video's end, not decoded or encoded again) instead of encoding ``audio``;
+    when that file has no AAC stream, ``audio`` is encoded as usual.
     """
     path = Path(path)
     frames = iter(frames)
@@ -519,8 +526,15 @@ def write_video(
         rate = Fraction(fps).limit_denominator(1001)
         vstream = container.add_stream(video_codec, rate=rate, options=options or {})
         vstream.width, vstream.height, vstream.pix_fmt = width, height, pixel_format
-        astream = None
-        if audio is not None:
+        astream = source = None
+        if audio_copy_from is not None:
+            source = av.open(str(audio_copy_from))
+            if source.streams.audio and source.streams.audio[0].codec_context.name == "aac":
+                astream = container.add_stream_from_template(source.streams.audio[0])
+            else:
+                source.close()
+                source = None
+        if audio is not None and source is None:
             audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
             # FFmpeg's AAC encoder: the "fast" coder halves the time of the default one
             astream = container.add_stream(audio_codec, rate=sample_rate_hz,
@@ -542,14 +556,32 @@ def write_video(
                                  f"{len(images)} frames")
             timed = zip(starts, images + images[-1:])
             durations = {a: b - a for a, b in zip(starts, starts[1:])} | {starts[-1]: 1}
+        count = 0
         for pts, image in timed:
+            count += 1
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts, frame.time_base = pts, time_base
             _mux(container, vstream.encode(frame), durations)
         _mux(container, vstream.encode(None), durations)
-        if astream is not None:
+        if source is not None:
+            with source:
+                _copy_audio(container, astream, source, end_s if end_s is not None else count / float(rate))
+        elif astream is not None:
             _encode_audio(container, astream, audio, sample_rate_hz)
     return path
+
+
+def _copy_audio(container, stream, source, until_s: float) -> None:
+    """Mux the packets of ``source``'s first audio stream that start before ``until_s``."""
+    src = source.streams.audio[0]
+    start = src.start_time or 0
+    for packet in source.demux(src):
+        if packet.dts is None:  # the demuxer's flush packet
+            continue
+        if packet.pts is not None and float((packet.pts - start) * src.time_base) >= until_s:
+            break
+        packet.stream = stream
+        container.mux(packet)
 
 
 def _mux(container, packets, durations: dict[int, int]) -> None:

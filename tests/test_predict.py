@@ -96,6 +96,25 @@ def test_overlay_video_plays_in_browsers(tmp_path):
     assert (probe(small).width, probe(small).height) == (48, 32)
 
 
+def test_an_aac_clip_keeps_its_own_sound_in_the_overlay_video(tmp_path):
+    import av
+
+    stereo = np.stack([tone(440, 4.0, 48000), tone(660, 4.0, 48000)])
+    source = write_video(tmp_path / "aac.mp4", indexed_frames(40, 64, 96), 10, stereo, 48000)
+    clip = load_clip(source, 5, duration_s=3.0)
+    masks = np.zeros((5, 16, 16), np.float32)
+    path = overlay_video(tmp_path / "o.mp4", clip, masks, 3.0)
+    with av.open(str(path)) as container:
+        audio = container.streams.audio[0]
+        # the file's own 48 kHz stereo AAC, copied up to the window's end, not the decoded 16 kHz mono
+        assert (audio.codec_context.name, audio.rate, audio.channels) == ("aac", 48000, 2)
+        samples = sum(frame.samples for frame in container.decode(audio=0))
+    assert 3.0 <= samples / 48000 <= 3.0 + 2048 / 48000
+    with av.open(str(source)) as original, av.open(str(path)) as copied:
+        first = [bytes(p) for p in original.demux(audio=0) if p.size][:10]
+        assert first == [bytes(p) for p in copied.demux(audio=0) if p.size][:10]  # the same packets
+
+
 def test_display_frames_keep_the_aspect_and_never_scale_up():
     frames = np.zeros((2, 720, 1280, 3), np.uint8)
     frames[:, 300:420, 560:720] = 255  # a block in the middle stays in the middle

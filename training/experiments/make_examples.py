@@ -5,8 +5,9 @@
 The rule (no model is consulted): for each informativeness mode in MODES and each part of the
 test split (seen instances, and new instances: recordings and pictures no training clip
 holds), the first test clip, in id order, set on a background photograph whose sounding
-objects cover at least MIN_MASK of the frame.  The clips keep the licences of the material
-they are made of.
+objects cover at least MIN_MASK of the frame; and for each class of PHOTO_EXAMPLES, a clip made
+from a photograph that no benchmark or pool clip holds, with its class's recording from the test
+split (training/embedded/photos.py).  The clips keep the licences of the material they are made of.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 MODES = ("clean", "multi", "audio", "visual")
 MIN_MASK = 0.06
 MAX_TOTAL_BYTES = 2 * 2**20
+PHOTO_EXAMPLES = ("dog", "cat", "cow")  # photographs of pets and farm animals, as a user's clip would show them
 
 NOTICE = """# Example clips
 
@@ -35,6 +37,15 @@ are of new instances: their recordings and pictures appear in no training clip. 
 | file | sounding | mode | instances | objects (Tux Paint stamps or catalogue instances) | background | noise (sonic-pi) |
 |---|---|---|---|---|---|---|
 {rows}
+
+Clips `*-photo.mp4` are made from photographs that neither the benchmark nor the transfer pool
+holds (GCompris's explore activities, which the benchmark reads only for drawings and sounds),
+5 s of the still photograph, {photo_height} px high, with the sound track of the test clip named
+(its class's recording over that clip's background sound):
+
+| file | photograph | its licence and source | sound from test clip |
+|---|---|---|---|
+{photo_rows}
 
 Licences of the material, by Debian package:
 {licences}
@@ -73,11 +84,20 @@ def main(argv=None) -> None:
         rows.append(f"| {name} | {', '.join(r['sounding'])} | {r['mode']} (audio {r['audio']}) | {part} | "
                     f"{', '.join(r['stamps'])} ({r['distractors']} silent distractors) | {r['background']} | "
                     f"{r['noise']} |")
+    from training.embedded import photos
+
+    photo_rows = []
+    for made in photos.write_photo_clips(args.root, args.out, PHOTO_EXAMPLES, picture_only=False):
+        total += (args.out / made["file"]).stat().st_size
+        photo_rows.append(f"| {made['file']} | `{made['photo']}` | {made['licence']} | {made['sound_from']} "
+                          f"({made['sound_part']} instance; background {made['noise']}) |")
+    (args.out / "photos.jsonl").unlink()
     if total > MAX_TOTAL_BYTES:
         raise SystemExit(f"the examples take {total / 2**20:.2f} MB, over the {MAX_TOTAL_BYTES / 2**20:.0f} MB budget")
     licences = "\n".join(f"- `{name}`: {text}" for name, text in sources.PACKAGES.items())
-    (args.out / "README.md").write_text(NOTICE.format(min_mask=MIN_MASK, rows="\n".join(rows), licences=licences))
-    print(f"{args.out}: {len(chosen)} clips, {total / 1024:.0f} KB")
+    (args.out / "README.md").write_text(NOTICE.format(min_mask=MIN_MASK, rows="\n".join(rows), licences=licences, photo_height=photos.HEIGHT,
+                                                       photo_rows="\n".join(photo_rows)))
+    print(f"{args.out}: {len(chosen) + len(photo_rows)} clips, {total / 1024:.0f} KB")
 
 
 if __name__ == "__main__":
