@@ -606,7 +606,8 @@ def build_ui(demo: Demo, concurrency: int = 2):
                 run = gr.Button("Analyse", variant="primary", elem_id="run")
                 if clips:
                     gr.Examples(clips, inputs=clip, label="examples from the benchmark's test split",
-                                example_labels=[example_label(p) for p in clips], elem_id="examples")
+                                example_labels=[example_label(p) for p in clips], elem_id="examples",
+                                examples_per_page=max(10, len(clips)))  # all on one page
             with gr.Column(scale=1):
                 shown["status"] = gr.Markdown(elem_id="status", **literal)
                 shown["agreement"] = gr.Markdown(elem_id="agreement", **literal)
