@@ -97,9 +97,20 @@ def overlay_video(path: str | Path, clip: Clip, masks: np.ndarray, window: float
     audio = clip.audio if clip.has_audio else None
     # the file's own AAC sound is copied, not encoded again, where the clip is the file's start read whole
     copy = clip.path if clip.has_audio and clip.start_s == 0 and not clip.skipped_packets else None
-    return write_video(path, frames, len(frames) / span, audio, clip.sample_rate_hz,
-                       options={"preset": "ultrafast", "tune": "zerolatency", "threads": "1"},
-                       frame_starts_s=starts, end_s=span, audio_copy_from=copy)
+
+    def write(audio_copy_from):
+        return write_video(path, frames, len(frames) / span, audio, clip.sample_rate_hz,
+                           options={"preset": "ultrafast", "tune": "zerolatency", "threads": "1"},
+                           frame_starts_s=starts, end_s=span, audio_copy_from=audio_copy_from)
+
+    if copy is None:
+        return write(None)
+    import av
+
+    try:
+        return write(copy)
+    except av.FFmpegError:  # packets the mp4 muxer will not take as they are: encode the decoded sound
+        return write(None)
 
 
 def predict_with_overlay(predictor: Predictor, clip: Clip, window: float,

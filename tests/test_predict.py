@@ -115,6 +115,24 @@ def test_an_aac_clip_keeps_its_own_sound_in_the_overlay_video(tmp_path):
         assert first == [bytes(p) for p in copied.demux(audio=0) if p.size][:10]  # the same packets
 
 
+
+def test_sound_that_cannot_be_copied_is_encoded_instead(tmp_path, monkeypatch):
+    import av
+
+    from emktd import media
+
+    source = write_video(tmp_path / "aac.mp4", indexed_frames(40, 64, 96), 10, tone(440, 4.0, 48000), 48000)
+    clip = load_clip(source, 5, duration_s=3.0)
+
+    def refuse(*args):
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    monkeypatch.setattr(media, "_copy_audio", refuse)
+    path = overlay_video(tmp_path / "o.mp4", clip, np.zeros((5, 16, 16), np.float32), 3.0)
+    with av.open(str(path)) as container:  # the decoded 16 kHz mono, encoded
+        assert (container.streams.audio[0].rate, container.streams.audio[0].channels) == (16000, 1)
+
+
 def test_display_frames_keep_the_aspect_and_never_scale_up():
     frames = np.zeros((2, 720, 1280, 3), np.uint8)
     frames[:, 300:420, 560:720] = 255  # a block in the middle stays in the middle
