@@ -605,7 +605,8 @@ def build_ui(demo: Demo, concurrency: int = 2):
                 clip = gr.Video(label="clip", sources=["upload"], elem_id="clip", height=300)
                 run = gr.Button("Analyse", variant="primary", elem_id="run")
                 if clips:
-                    gr.Examples(clips, inputs=clip, label="examples from the benchmark's test split",
+                    gr.Examples(clips, inputs=clip,
+                                label="examples: clips of the benchmark's test split, and photographs with its recordings",
                                 example_labels=[example_label(p) for p in clips], elem_id="examples",
                                 examples_per_page=max(10, len(clips)))  # all on one page
             with gr.Column(scale=1):
