@@ -593,7 +593,7 @@ def build_ui(demo: Demo, concurrency: int = 2):
     gr.set_static_paths(clips)
     with gr.Blocks(title="emktd demo") as ui:
         gr.Markdown(INTRO.format(frames=NUM_FRAMES, window=demo.window), elem_id="intro")
-        backbone = getattr(demo.teacher.config, "visual_backbone", None)
+        backbone = demo.teacher.config.visual_backbone
         prior = PRIOR.format(backbone=backbone) if backbone else ""
         gr.Markdown(ABOUT.format(count=len(labels), prior=prior), elem_id="about")
         with gr.Accordion(f"the {len(labels)} classes", open=False, elem_id="classes"):

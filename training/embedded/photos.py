@@ -48,6 +48,7 @@ PHOTOS: dict[str, tuple[str, str, str]] = {
 HEIGHT = 320  # the clips' frame height; the width keeps the photograph's aspect (even)
 SECONDS = 5.0
 FPS = 5
+INDEX = "photos.jsonl"
 
 
 def photo(origins: Origins, name: str) -> np.ndarray:
@@ -102,8 +103,14 @@ def write_photo_clips(root: Path, out: Path, names=None, picture_only: bool = Tr
                             "photo": f"gcompris:{PHOTOS[name][0]}/{PHOTOS[name][1]}", "licence": PHOTOS[name][2],
                             "sound_from": borrowed["id"], "sound_part": borrowed.get("part", "seen"),
                             "noise": borrowed["noise"], "audio": what})
-    (out / "photos.jsonl").write_text("".join(json.dumps(w) + "\n" for w in written))
     return written
+
+
+def write_index(out: Path, written: list[dict]) -> Path:
+    """``out/INDEX``: one line per clip :func:`write_photo_clips` wrote (its file, labels, mode, sources)."""
+    path = Path(out) / INDEX
+    path.write_text("".join(json.dumps(w) + "\n" for w in written))
+    return path
 
 
 def main(argv=None) -> None:
@@ -115,6 +122,7 @@ def main(argv=None) -> None:
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = p.parse_args(argv)
     written = write_photo_clips(args.root, args.out, cache=args.cache)
+    write_index(args.out, written)
     print(f"{args.out}: {len(written)} clips of {len(written) // 2} photographs")
 
 

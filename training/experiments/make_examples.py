@@ -91,12 +91,11 @@ def main(argv=None) -> None:
         total += (args.out / made["file"]).stat().st_size
         photo_rows.append(f"| {made['file']} | `{made['photo']}` | {made['licence']} | {made['sound_from']} "
                           f"({made['sound_part']} instance; background {made['noise']}) |")
-    (args.out / "photos.jsonl").unlink()
     if total > MAX_TOTAL_BYTES:
         raise SystemExit(f"the examples take {total / 2**20:.2f} MB, over the {MAX_TOTAL_BYTES / 2**20:.0f} MB budget")
     licences = "\n".join(f"- `{name}`: {text}" for name, text in sources.PACKAGES.items())
-    (args.out / "README.md").write_text(NOTICE.format(min_mask=MIN_MASK, rows="\n".join(rows), licences=licences, photo_height=photos.HEIGHT,
-                                                       photo_rows="\n".join(photo_rows)))
+    (args.out / "README.md").write_text(NOTICE.format(min_mask=MIN_MASK, rows="\n".join(rows), licences=licences,
+                                                      photo_height=photos.HEIGHT, photo_rows="\n".join(photo_rows)))
     print(f"{args.out}: {len(chosen) + len(photo_rows)} clips, {total / 1024:.0f} KB")
 
 

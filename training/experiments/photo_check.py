@@ -21,7 +21,9 @@ KINDS = (("clean", "photograph + its class's recording"), ("visual", "photograph
 def evaluate(clips_dir: Path, models: dict[str, str]) -> tuple[dict, list[dict]]:
     from emktd.predict import Predictor, decode, window_s
 
-    rows = [json.loads(line) for line in (clips_dir / "photos.jsonl").read_text().splitlines() if line]
+    from training.embedded.photos import INDEX
+
+    rows = [json.loads(line) for line in (clips_dir / INDEX).read_text().splitlines() if line]
     answers = {}
     for name, path in models.items():
         predictor = Predictor.load(path, "torch", "cpu")
@@ -65,8 +67,8 @@ def main(argv=None) -> None:
     p.add_argument("--clips", type=Path, default=REPO / "data" / "emktd-photos")
     p.add_argument("--root", type=Path, default=REPO / "data" / "emktd-bench", help="the built benchmark")
     args = p.parse_args(argv)
-    if not (args.clips / "photos.jsonl").is_file():
-        photos.write_photo_clips(args.root, args.clips)
+    if not (args.clips / photos.INDEX).is_file():
+        photos.write_index(args.clips, photos.write_photo_clips(args.root, args.clips))
     models = {"teacher": args.teacher, "student": args.student}
     answers, rows = evaluate(args.clips, models)
     print(report(answers, rows, list(models)))

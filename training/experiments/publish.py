@@ -45,7 +45,7 @@ def _backbone(c) -> tuple[str, str]:
     """How the card names the model's visual backbone, and the licence line of its weights ('' without one)."""
     from emktd.backbones import BACKBONES
 
-    info = BACKBONES.get(c.visual_backbone) if getattr(c, "visual_backbone", None) else None
+    info = BACKBONES.get(c.visual_backbone) if c.visual_backbone else None
     if info is None:
         return "", ""
     version = importlib.metadata.version(info.package)
@@ -65,7 +65,7 @@ def _training_sections(config: dict, metrics: dict, c) -> list[str]:
         extras.append(f"{config['transfer_pool']} unlabelled transfer-pool clips a epoch ("
                       + ("the contrastive term only" if config["task"] == "teacher" else "the teacher's targets only")
                       + ")")
-    if getattr(c, "imagenet_prior", None):
+    if c.imagenet_prior:
         extras.append("the ImageNet classifier's log-probabilities as a prior on the class logits")
     build = metrics.get("benchmark") or {}
     return [

@@ -763,7 +763,8 @@ STUDENT_TARGETS = (
 MAX_STUDENT_PARAMETERS = 0.06  # of the teacher's
 
 
-def _figure(metrics: dict, keys: tuple[str, ...]) -> float | None:
+def figure(metrics: dict, keys: tuple[str, ...]) -> float | None:
+    """The value under ``keys`` in a record's metrics, or None where it has none."""
     for key in keys:
         if not isinstance(metrics, dict) or key not in metrics:
             return None
@@ -785,7 +786,7 @@ def targets_table(results_dir: Path = RESULTS, split: str = "test") -> str:
     met = lambda ok: "yes" if ok else "**no**"  # noqa: E731
     lines = [f"| teacher ({split}) | target | {teachers[0]['name']} | met |", "|---|---:|---:|---|"]
     for name, keys, target in TEACHER_TARGETS:
-        value = _figure(teacher, keys)
+        value = figure(teacher, keys)
         lines.append(f"| {name} | {100 * target:.0f} | {'-' if value is None else f'{100 * value:.1f}'} | "
                      f"{'-' if value is None else met(value >= target)} |")
     protocols = {}
@@ -798,12 +799,11 @@ def targets_table(results_dir: Path = RESULTS, split: str = "test") -> str:
     lines += ["", "| student, as a fraction of the teacher | least | "
               + " | ".join(f"{n} protocol | met" for n in names) + " |", "|---|---:|" + "---:|---|" * len(names)]
     teacher_parameters = teachers[0].get("student_parameters") or 0
-    rows = [(name, keys, least) for name, keys, least in STUDENT_TARGETS]
-    for name, keys, least in rows:
+    for name, keys, least in STUDENT_TARGETS:
         cells = []
-        reference = _figure(teacher, keys)
+        reference = figure(teacher, keys)
         for n in names:
-            values = [_figure(e["student"], keys) for e in protocols[n]]
+            values = [figure(e["student"], keys) for e in protocols[n]]
             if reference in (None, 0) or None in values:
                 cells += ["-", "-"]
                 continue

@@ -130,12 +130,7 @@ RECIPE = "scratch-imagenet-backbone-pyramid-object-logits-contrastive-pool"  # w
 
 def target_score(metrics: dict) -> tuple[float, list[float]]:
     """A run's figures for TARGETS and the mean of each as a fraction of its target, capped at 1."""
-    figures = []
-    for _, keys, _ in TARGETS:
-        value = metrics
-        for key in keys:
-            value = value[key]
-        figures.append(float(value))
+    figures = [results.figure(metrics, keys) for _, keys, _ in TARGETS]
     return sum(min(1.0, f / t) for f, (_, _, t) in zip(figures, TARGETS)) / len(TARGETS), figures
 
 
